@@ -1,0 +1,45 @@
+"""aiopublish: an asyncio publisher for RabbitMQ, modelled on nameko's, with confirms on by default."""
+
+from ._declarations import Binding, Exchange, Queue
+from ._exceptions import (
+    AccessRefused,
+    AiopublishError,
+    AuthenticationError,
+    ChannelError,
+    ConnectionFailed,
+    NotFound,
+    PreconditionFailed,
+    PublisherClosed,
+    PublishTimeout,
+    SerializationError,
+    UndeliverableMessage,
+)
+from ._pool import get_connection, get_producer
+from ._publisher import Publisher
+from ._serialization import register_compressor, register_serializer
+from .retry import RetryPolicy
+
+__all__ = [
+    "AccessRefused",
+    "AiopublishError",
+    "AuthenticationError",
+    "Binding",
+    "ChannelError",
+    "ConnectionFailed",
+    "Exchange",
+    "NotFound",
+    "PreconditionFailed",
+    "PublishTimeout",
+    "Publisher",
+    "PublisherClosed",
+    "Queue",
+    "RetryPolicy",
+    "SerializationError",
+    "UndeliverableMessage",
+    "get_connection",
+    "get_producer",
+    "register_compressor",
+    "register_serializer",
+]
+
+__version__ = "0.1.0"

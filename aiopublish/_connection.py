@@ -1,0 +1,267 @@
+"""Opening one AMQP connection: URL, TLS, login method and transport options, with secrets masked.
+
+`AmqpConnection` is aiormq's connection with three things aiormq does not give:
+the connection.blocked state as a flag and callbacks, the AMQPLAIN login method,
+and direct access to the socket's writer so publishes skip aiormq's writer queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import ssl as ssl_module
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiormq
+from aiormq.auth import AuthBase
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from pamqp import commands as spec
+from yarl import URL
+
+from ._exceptions import AuthenticationError, ConnectionFailed, translate
+
+__all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
+
+log = logging.getLogger("aiopublish")
+
+LOGIN_METHODS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
+_TRANSPORT_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout")
+DEFAULT_HEARTBEAT = 15
+DEFAULT_CONNECT_TIMEOUT = 10.0
+_MASK = "******"
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password replaced by asterisks, for logs, reprs and errors."""
+    parsed = URL(str(url))
+    if parsed.password:
+        parsed = parsed.with_password(_MASK)
+    return str(parsed)
+
+
+@dataclass(frozen=True)
+class ConnectionParams:
+    """Everything needed to open a connection; equal params share a pooled connection."""
+
+    url: str
+    ssl: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None = None
+    login_method: str | None = None
+    transport_options: tuple[tuple[str, Any], ...] = field(default=())
+
+    @classmethod
+    def build(
+        cls,
+        amqp_uri: str,
+        ssl: bool | ssl_module.SSLContext | Mapping[str, Any] | None = None,
+        login_method: str | None = None,
+        transport_options: Mapping[str, Any] | None = None,
+    ) -> ConnectionParams:
+        """Validate the arguments; raise TypeError/ValueError naming what is wrong."""
+        if not isinstance(amqp_uri, str) or not amqp_uri:
+            raise TypeError(f"amqp_uri must be a non-empty str, not {amqp_uri!r}")
+        parsed = URL(amqp_uri)
+        if parsed.scheme not in ("amqp", "amqps"):
+            raise ValueError(f"amqp_uri must start with amqp:// or amqps://, not {mask_url(amqp_uri)!r}")
+        if login_method is not None:
+            if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
+                raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
+            login_method = login_method.upper()
+        ssl_value: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None
+        if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
+            ssl_value = ssl
+        elif isinstance(ssl, Mapping):
+            unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
+            if unknown:
+                raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
+            ssl_value = tuple(sorted(ssl.items()))
+        else:
+            raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
+        options = dict(transport_options or {})
+        unknown = set(options) - set(_TRANSPORT_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
+            )
+        if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
+            raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
+        if "client_properties" in options:
+            options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
+        return cls(amqp_uri, ssl_value, login_method, tuple(sorted(options.items())))
+
+    @property
+    def masked_url(self) -> str:
+        return mask_url(self.url)
+
+    def mask(self, text: str) -> str:
+        """`text` with this URL's password (plain or URL-quoted) replaced by asterisks."""
+        parsed = URL(self.url)
+        for secret in {parsed.password, parsed.raw_password}:
+            if secret:
+                text = text.replace(secret, _MASK)
+        return text
+
+    def _ssl_context(self) -> ssl_module.SSLContext | None:
+        ssl = self.ssl
+        uses_tls = URL(self.url).scheme == "amqps" or bool(ssl)
+        if not uses_tls:
+            return None
+        if isinstance(ssl, ssl_module.SSLContext):
+            return ssl
+        options = dict(ssl) if isinstance(ssl, tuple) else {}
+        context = ssl_module.create_default_context(cafile=options.get("cafile"), capath=options.get("capath"))
+        if options.get("certfile"):
+            context.load_cert_chain(options["certfile"], options.get("keyfile"))
+        if options.get("verify") is False:
+            context.check_hostname = False
+            context.verify_mode = ssl_module.CERT_NONE
+        return context
+
+    def _connection_url(self) -> URL:
+        url = URL(self.url)
+        if self._ssl_context() is not None and url.scheme == "amqp":
+            # ssl=True on an amqp:// URL means TLS on the amqps port unless one is given.
+            url = url.with_scheme("amqps")
+            if url.explicit_port is None:
+                url = url.with_port(5671)
+        options = dict(self.transport_options)
+        query = dict(url.query)
+        query["heartbeat"] = str(options.get("heartbeat", query.get("heartbeat", DEFAULT_HEARTBEAT)))
+        if "connection_name" in options:
+            query["name"] = str(options["connection_name"])
+        if self.login_method in ("PLAIN", "EXTERNAL"):
+            query["auth"] = self.login_method
+        return url.with_query(query)
+
+    async def connect(self) -> AmqpConnection:
+        """Open a connection; raise ConnectionFailed or AuthenticationError with the password masked."""
+        options = dict(self.transport_options)
+        context = self._ssl_context()
+        kwargs: dict[str, Any] = {}
+        ssl_options = dict(self.ssl) if isinstance(self.ssl, tuple) else {}
+        if ssl_options.get("server_hostname"):
+            kwargs["server_hostname"] = ssl_options["server_hostname"]
+        factory = _RecordingTransportFactory(TLSTransportFactory() if context else TCPTransportFactory())
+        connection = AmqpConnection(
+            self._connection_url(),
+            context=context,
+            transport_factory=factory,
+            client_properties=dict(options.get("client_properties", ())) or None,
+            login_method=self.login_method,
+            **kwargs,
+        )
+        connection.factory = factory
+        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        try:
+            async with asyncio.timeout(timeout):
+                await connection.connect()
+        except TimeoutError as exc:
+            await connection.close(exc)
+            raise ConnectionFailed(f"timed out after {timeout} s connecting to {self.masked_url}") from None
+        except ssl_module.SSLError as exc:
+            raise ConnectionFailed(f"TLS failed connecting to {self.masked_url}: {self.mask(str(exc))}") from None
+        except aiormq.exceptions.AuthenticationError as exc:
+            raise AuthenticationError(
+                f"the broker at {self.masked_url} does not offer login method "
+                f"{self.login_method or 'PLAIN'} (it offers: {exc.args[0] if exc.args else '?'})"
+            ) from None
+        except aiormq.exceptions.ProbableAuthenticationError as exc:
+            raise AuthenticationError(
+                f"the broker at {self.masked_url} refused the login: {self.mask(str(exc))}"
+            ) from None
+        except Exception as exc:
+            error = translate(exc, mask=self.mask)
+            if error is exc:
+                raise
+            raise ConnectionFailed(f"cannot connect to {self.masked_url}: {error}") from None
+        return connection
+
+
+class _RecordingTransportFactory(TransportFactory):
+    """Keeps the StreamWriter aiormq opens, so publishes can write frames directly."""
+
+    def __init__(self, inner: TransportFactory) -> None:
+        self.inner = inner
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await self.inner.create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+
+class _AmqPlainAuth(AuthBase):
+    def encode(self) -> str:
+        url = self.connector.url
+        table = b""
+        for key, value in (("LOGIN", url.user or "guest"), ("PASSWORD", url.password or "guest")):
+            raw = value.encode("utf-8")
+            # pamqp sends the response as a utf-8 str, so every length byte must stay below 0x80.
+            if len(raw) > 127:
+                raise ValueError("AMQPLAIN credentials longer than 127 bytes are not supported")
+            table += bytes((len(key),)) + key.encode() + b"S" + struct.pack(">I", len(raw)) + raw
+        return table.decode("utf-8")
+
+
+class _AmqPlainMechanism:
+    name = "AMQPLAIN"
+    value = _AmqPlainAuth
+
+
+class AmqpConnection(aiormq.Connection):
+    """aiormq's connection plus a visible blocked state, AMQPLAIN, and the socket writer."""
+
+    factory: _RecordingTransportFactory
+
+    def __init__(self, url: URL, *, login_method: str | None = None, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.login_method = login_method
+        self.blocked_reason: str | None = None
+        self.on_blocked: list[Callable[[AmqpConnection], None]] = []
+
+    @property
+    def is_blocked(self) -> bool:
+        return self.blocked_reason is not None
+
+    @property
+    def stream_writer(self) -> asyncio.StreamWriter:
+        writer = self.factory.writer
+        if writer is None:  # pragma: no cover - only before connect()
+            raise ConnectionFailed("not connected")
+        return writer
+
+    def _credentials_class(self, start_frame: spec.Connection.Start) -> Any:
+        if self.login_method == "AMQPLAIN":
+            if "AMQPLAIN" not in start_frame.mechanisms.split():
+                raise aiormq.exceptions.AuthenticationError(start_frame.mechanisms, ["AMQPLAIN"])
+            return _AmqPlainMechanism
+        return super()._credentials_class(start_frame)
+
+    # aiormq dispatches these by their name-mangled names; overriding them is the only hook.
+    async def _Connection__handle_connection_blocked(self, frame: spec.Connection.Blocked) -> None:
+        self.blocked_reason = frame.reason or "blocked"
+        self._Connection__connection_unblocked.clear()  # type: ignore[attr-defined]
+        self._notify_blocked()
+
+    async def _Connection__handle_connection_unblocked(self, frame: spec.Connection.Unblocked) -> None:
+        self.blocked_reason = None
+        self._Connection__connection_unblocked.set()  # type: ignore[attr-defined]
+        self._notify_blocked()
+
+    def _notify_blocked(self) -> None:
+        for callback in list(self.on_blocked):
+            try:
+                callback(self)
+            except Exception:  # a listener's bug must not kill the connection's reader
+                log.exception("blocked-state callback failed")
+
+
+_PASSWORD_IN_URL = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_text(text: str) -> str:
+    """Mask any amqp URL password that appears in free text."""
+    return _PASSWORD_IN_URL.sub(rf"\g<1>{_MASK}@", text)

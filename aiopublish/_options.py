@@ -1,0 +1,284 @@
+"""Publish options: which keywords exist, how each is checked, and how they combine.
+
+Every option resolves as: per-call keyword > constructor argument > class
+attribute. Headers merge (constructor, then per-call `headers`, then
+`extra_headers`) and declarations append (constructor list, then per-call list);
+nothing a call passes outlives the call. Everything is checked here, before a
+byte is sent, and a bad value raises TypeError/ValueError naming the option.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from itertools import count
+from typing import Any
+
+from . import _wire
+from ._declarations import Exchange, Queue, normalize_declare
+from ._serialization import Compressor, Serializer, compress, encode_body, get_compressor, get_serializer
+from .retry import RetryPolicy
+
+__all__ = ["MESSAGE_PROPERTIES", "PUBLISH_OPTIONS", "Options", "Prepared", "check_publish_kwargs"]
+
+# AMQP basic properties a caller may set directly.
+MESSAGE_PROPERTIES = (
+    "content_type",
+    "content_encoding",
+    "reply_to",
+    "correlation_id",
+    "message_id",
+    "type",
+    "app_id",
+    "user_id",
+    "timestamp",
+    "cluster_id",
+)
+# Options the constructor names explicitly (each also accepted per call).
+NAMED_OPTIONS = (
+    "use_confirms",
+    "serializer",
+    "compression",
+    "delivery_mode",
+    "mandatory",
+    "priority",
+    "expiration",
+    "declare",
+    "retry",
+    "retry_policy",
+)
+PUBLISH_OPTIONS = frozenset(
+    (*NAMED_OPTIONS, "exchange", "routing_key", "headers", "extra_headers", "timeout", *MESSAGE_PROPERTIES)
+)
+# What **publish_kwargs of the constructor may hold: everything per-call except the named options.
+CONSTRUCTOR_PUBLISH_KWARGS = PUBLISH_OPTIONS - set(NAMED_OPTIONS)
+
+_DELIVERY_MODES = {1: 1, 2: 2, "transient": 1, "persistent": 2}
+_RAW = get_serializer("raw")
+
+
+def check_publish_kwargs(kwargs: Mapping[str, Any], allowed: frozenset[str] | set[str], where: str) -> None:
+    """TypeError naming every keyword that `where` does not take."""
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(f"{where} got unexpected keyword argument(s) {names}")
+
+
+def _check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _check_str(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or a timedelta, not {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
+    return float(value)
+
+
+def _check(name: str, value: Any) -> Any:
+    """Check and normalise one option's value (None is passed through where it means 'unset')."""
+    if name in ("use_confirms", "mandatory", "retry"):
+        return _check_bool(name, value)
+    if name == "delivery_mode":
+        try:
+            return _DELIVERY_MODES[value]
+        except (KeyError, TypeError):
+            raise ValueError(f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {value!r}") from None
+    if name == "priority":
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+            raise ValueError(f"priority must be an int from 0 to 255, not {value!r}")
+        return value
+    if name == "expiration":
+        if value is None:
+            return None
+        # Seconds on the API, milliseconds as a string on the wire: what nameko sends.
+        return str(int(_seconds("expiration", value) * 1000))
+    if name == "serializer":
+        return get_serializer(_check_str("serializer", value))
+    if name == "compression":
+        return None if value is None else get_compressor(_check_str("compression", value))
+    if name == "retry_policy":
+        policy = RetryPolicy.coerce(value)
+        if policy is None:
+            raise TypeError("retry_policy must be a RetryPolicy or a dict, not None")
+        return policy
+    if name == "timeout":
+        if value is None:
+            return None
+        seconds = _seconds("timeout", value)
+        if seconds == 0:
+            raise ValueError("timeout must be > 0 seconds (or None for no limit)")
+        return seconds
+    if name == "exchange":
+        if value is None:
+            return ""
+        if isinstance(value, Exchange):
+            return value.name
+        return _check_str("exchange", value)
+    if name == "routing_key":
+        return "" if value is None else _check_str("routing_key", value)
+    if name in ("headers", "extra_headers"):
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"{name} keys must be str, not {key!r}")
+        return dict(value)
+    if name == "timestamp":
+        if value is None or isinstance(value, datetime):
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise TypeError(f"timestamp must be a datetime or seconds since the epoch, not {value!r}")
+        return value
+    if name in MESSAGE_PROPERTIES:
+        return None if value is None else _check_str(name, value)
+    raise AssertionError(f"no check for option {name!r}")  # pragma: no cover
+
+
+_id_prefix = os.urandom(8).hex()
+_id_counter = count(1)
+
+
+def new_message_id() -> str:
+    """A message id unique across processes (random prefix) and cheap to make (a counter)."""
+    return f"{_id_prefix}-{next(_id_counter):x}"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One message, encoded and ready for the wire, the same for every attempt of its publish."""
+
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    message_id: str
+    user_id: str | None
+    properties: bytes
+    body: bytes
+
+
+@dataclass
+class Options:
+    """A fully resolved set of publish options."""
+
+    exchange: str = ""
+    routing_key: str = ""
+    headers: dict[str, Any] = field(default_factory=dict)
+    declare: tuple[Exchange | Queue, ...] = ()
+    use_confirms: bool = True
+    delivery_mode: int = 2
+    mandatory: bool = False
+    priority: int = 0
+    expiration: str | None = None
+    serializer: Serializer = _RAW
+    compression: Compressor | None = None
+    retry: bool = True
+    retry_policy: RetryPolicy | None = None
+    timeout: float | None = None
+    content_type: str | None = None
+    content_encoding: str | None = None
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    message_id: str | None = None
+    type: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    timestamp: datetime | float | None = None
+    cluster_id: str | None = None
+    # properties templates by (content_type, content_encoding, compression header)
+    _templates: dict[tuple[str, str, str | None], _wire.PropertiesTemplate] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @classmethod
+    def build(cls, named: Mapping[str, Any], publish_kwargs: Mapping[str, Any]) -> Options:
+        """Options from the constructor's resolved named options and its **publish_kwargs."""
+        values: dict[str, Any] = {name: _check(name, named[name]) for name in NAMED_OPTIONS if name != "declare"}
+        values["declare"] = normalize_declare(named["declare"], "Publisher(...)")
+        headers = _check("headers", publish_kwargs.get("headers"))
+        headers.update(_check("extra_headers", publish_kwargs.get("extra_headers")))
+        values["headers"] = headers
+        for name, value in publish_kwargs.items():
+            if name not in ("headers", "extra_headers"):
+                values[name] = _check(name, value)
+        return cls(**values)
+
+    def override(self, kwargs: Mapping[str, Any]) -> Options:
+        """A copy with one call's keywords applied (the caller checked the names)."""
+        changes: dict[str, Any] = {"_templates": {}}
+        if "headers" in kwargs or "extra_headers" in kwargs:
+            headers = dict(self.headers)
+            headers.update(_check("headers", kwargs.get("headers")))
+            headers.update(_check("extra_headers", kwargs.get("extra_headers")))
+            changes["headers"] = headers
+        for name, value in kwargs.items():
+            if name in ("headers", "extra_headers"):
+                continue
+            if name == "declare":
+                # The per-call list extends the constructor's; the link declares the constructor's itself.
+                changes["declare"] = normalize_declare(value, "publish()")
+            else:
+                changes[name] = _check(name, value)
+        return replace(self, **changes)
+
+    def prepare(self, payload: Any) -> Prepared:
+        """Serialize, compress and build the properties. Raises SerializationError; nothing is sent."""
+        content_type, content_encoding, body = encode_body(
+            payload, self.serializer, self.content_type, self.content_encoding
+        )
+        compression = None
+        if self.compression is not None:
+            body, compression = compress(body, self.compression)
+        key = (content_type, content_encoding, compression)
+        template = self._templates.get(key)
+        if template is None:
+            template = self._templates[key] = self._template(content_type, content_encoding, compression)
+        message_id = self.message_id or new_message_id()
+        return Prepared(
+            self.exchange,
+            self.routing_key,
+            self.mandatory,
+            message_id,
+            self.user_id,
+            template.encode(message_id),
+            body,
+        )
+
+    def _template(self, content_type: str, content_encoding: str, compression: str | None) -> _wire.PropertiesTemplate:
+        headers = self.headers
+        if compression is not None:
+            headers = {**headers, "compression": compression}
+        return _wire.PropertiesTemplate(
+            {
+                "content_type": content_type,
+                "content_encoding": content_encoding,
+                "headers": headers,
+                "delivery_mode": self.delivery_mode,
+                "priority": self.priority,
+                "correlation_id": self.correlation_id,
+                "reply_to": self.reply_to,
+                "expiration": self.expiration,
+                "timestamp": self.timestamp,
+                "type": self.type,
+                "user_id": self.user_id,
+                "app_id": self.app_id,
+                "cluster_id": self.cluster_id,
+            }
+        )

@@ -1,0 +1,39 @@
+"""Sessions: tests, lint, typing, example (and bench). Run `python3 -m nox -s tests`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typing"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """The whole test suite against the RabbitMQ at AIOPUBLISH_TEST_URL (default: local guest)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the package, tests, examples and benchmarks."""
+    session.install("ruff==0.17.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install("-e", ".[test]", "mypy==2.4.1")
+    session.run("mypy", "--strict", "aiopublish")
+
+
+@nox.session(python=PYTHON)
+def example(session: nox.Session) -> None:
+    """Publish one message with examples/quickstart.py and show what arrived."""
+    session.install("-e", ".")
+    session.run("python", "examples/quickstart.py", *session.posargs)

@@ -1,0 +1,42 @@
+"""Shared fixtures: the real broker's URL, a Broker probe per test, and a check that a broker answers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from yarl import URL
+
+from tests.broker import Broker, test_url
+
+pytest_plugins = ["tests.faults.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    url = URL(test_url())
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5672), timeout=3):
+            pass
+    except OSError:
+        pytest.exit(
+            f"No RabbitMQ answers at {url.host}:{url.port}. Start one (Debian: "
+            "`apt-get install rabbitmq-server && rabbitmq-server -detached`) or set AIOPUBLISH_TEST_URL.",
+            returncode=3,
+        )
+
+
+@pytest.fixture
+def amqp_url() -> str:
+    return test_url()
+
+
+@pytest_asyncio.fixture
+async def broker(amqp_url: str) -> AsyncIterator[Broker]:
+    probe = Broker(amqp_url)
+    try:
+        yield probe
+    finally:
+        await asyncio.shield(probe.cleanup())
