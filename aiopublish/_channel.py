@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import aiormq
 from aiormq.abc import DeliveredMessage
@@ -36,13 +36,43 @@ from ._exceptions import (
     from_channel_closed,
 )
 
-__all__ = ["ChannelInterrupted", "ConfirmChannel", "Pending"]
+__all__ = ["ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel"]
 
 log = logging.getLogger("aiopublish")
 
 
 class ChannelInterrupted(ConnectionFailed):
     """The channel closed before this message was confirmed; the broker may or may not have it."""
+
+
+class PublishChannel(Protocol):
+    """What a Publisher needs from a channel; the in-memory test broker provides the same."""
+
+    number: int
+
+    @property
+    def is_closed(self) -> bool: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    def send(
+        self,
+        method_frame: bytes,
+        properties: bytes,
+        body: bytes,
+        *,
+        exchange: str,
+        routing_key: str,
+        message_id: str,
+        mandatory: bool,
+        user_id: str | None,
+        track: bool,
+    ) -> asyncio.Future[None] | None: ...
+
+    async def wait_writable(self) -> None: ...
+
+    def forget(self, future: asyncio.Future[None]) -> None: ...
 
 
 class Pending:

@@ -12,7 +12,7 @@ import logging
 import re
 import ssl as ssl_module
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ __all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
 log = logging.getLogger("aiopublish")
 
 LOGIN_METHODS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
-_TRANSPORT_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout")
+_TRANSPORT_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout", "shuffle_nodes")
 DEFAULT_HEARTBEAT = 15
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _MASK = "******"
@@ -45,9 +45,12 @@ def mask_url(url: str | URL) -> str:
 
 @dataclass(frozen=True)
 class ConnectionParams:
-    """Everything needed to open a connection; equal params share a pooled connection."""
+    """Everything needed to open a connection; equal params share a pooled connection.
 
-    url: str
+    `urls` holds one URL per broker node, tried in order (failover).
+    """
+
+    urls: tuple[str, ...]
     ssl: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None = None
     login_method: str | None = None
     transport_options: tuple[tuple[str, Any], ...] = field(default=())
@@ -55,17 +58,25 @@ class ConnectionParams:
     @classmethod
     def build(
         cls,
-        amqp_uri: str,
+        amqp_uri: str | Sequence[str],
         ssl: bool | ssl_module.SSLContext | Mapping[str, Any] | None = None,
         login_method: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
     ) -> ConnectionParams:
         """Validate the arguments; raise TypeError/ValueError naming what is wrong."""
-        if not isinstance(amqp_uri, str) or not amqp_uri:
-            raise TypeError(f"amqp_uri must be a non-empty str, not {amqp_uri!r}")
-        parsed = URL(amqp_uri)
-        if parsed.scheme not in ("amqp", "amqps"):
-            raise ValueError(f"amqp_uri must start with amqp:// or amqps://, not {mask_url(amqp_uri)!r}")
+        if isinstance(amqp_uri, str):
+            urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
+        elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
+            urls = tuple(amqp_uri)
+        else:
+            raise TypeError(
+                f"amqp_uri must be a URL, a comma-separated str of URLs or a list of them, not {amqp_uri!r}"
+            )
+        if not urls:
+            raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
+        for url in urls:
+            if URL(url).scheme not in ("amqp", "amqps", "memory"):
+                raise ValueError(f"amqp_uri must start with amqp:// or amqps://, not {mask_url(url)!r}")
         if login_method is not None:
             if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
                 raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
@@ -90,23 +101,33 @@ class ConnectionParams:
             raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
         if "client_properties" in options:
             options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
-        return cls(amqp_uri, ssl_value, login_method, tuple(sorted(options.items())))
+        return cls(urls, ssl_value, login_method, tuple(sorted(options.items())))
+
+    @property
+    def url(self) -> str:
+        """The first node's URL."""
+        return self.urls[0]
 
     @property
     def masked_url(self) -> str:
-        return mask_url(self.url)
+        return ",".join(mask_url(url) for url in self.urls)
+
+    @property
+    def shuffle_nodes(self) -> bool:
+        return bool(dict(self.transport_options).get("shuffle_nodes", False))
 
     def mask(self, text: str) -> str:
-        """`text` with this URL's password (plain or URL-quoted) replaced by asterisks."""
-        parsed = URL(self.url)
-        for secret in {parsed.password, parsed.raw_password}:
-            if secret:
-                text = text.replace(secret, _MASK)
+        """`text` with every node's password (plain or URL-quoted) replaced by asterisks."""
+        for url in self.urls:
+            parsed = URL(url)
+            for secret in {parsed.password, parsed.raw_password}:
+                if secret:
+                    text = text.replace(secret, _MASK)
         return text
 
-    def _ssl_context(self) -> ssl_module.SSLContext | None:
+    def _ssl_context(self, url: str | None = None) -> ssl_module.SSLContext | None:
         ssl = self.ssl
-        uses_tls = URL(self.url).scheme == "amqps" or bool(ssl)
+        uses_tls = URL(url or self.url).scheme == "amqps" or bool(ssl)
         if not uses_tls:
             return None
         if isinstance(ssl, ssl_module.SSLContext):
@@ -120,9 +141,9 @@ class ConnectionParams:
             context.verify_mode = ssl_module.CERT_NONE
         return context
 
-    def _connection_url(self) -> URL:
-        url = URL(self.url)
-        if self._ssl_context() is not None and url.scheme == "amqp":
+    def _connection_url(self, node: str | None = None) -> URL:
+        url = URL(node or self.url)
+        if self._ssl_context(node) is not None and url.scheme == "amqp":
             # ssl=True on an amqp:// URL means TLS on the amqps port unless one is given.
             url = url.with_scheme("amqps")
             if url.explicit_port is None:
@@ -136,17 +157,22 @@ class ConnectionParams:
             query["auth"] = self.login_method
         return url.with_query(query)
 
-    async def connect(self) -> AmqpConnection:
-        """Open a connection; raise ConnectionFailed or AuthenticationError with the password masked."""
+    async def connect(self, node: str | None = None) -> AmqpConnection:
+        """Open a connection to `node` (default: the first URL).
+
+        Raises ConnectionFailed or AuthenticationError, with the password masked.
+        """
+        node = node or self.url
+        masked = mask_url(node)
         options = dict(self.transport_options)
-        context = self._ssl_context()
+        context = self._ssl_context(node)
         kwargs: dict[str, Any] = {}
         ssl_options = dict(self.ssl) if isinstance(self.ssl, tuple) else {}
         if ssl_options.get("server_hostname"):
             kwargs["server_hostname"] = ssl_options["server_hostname"]
         factory = _RecordingTransportFactory(TLSTransportFactory() if context else TCPTransportFactory())
         connection = AmqpConnection(
-            self._connection_url(),
+            self._connection_url(node),
             context=context,
             transport_factory=factory,
             client_properties=dict(options.get("client_properties", ())) or None,
@@ -160,23 +186,21 @@ class ConnectionParams:
                 await connection.connect()
         except TimeoutError as exc:
             await connection.close(exc)
-            raise ConnectionFailed(f"timed out after {timeout} s connecting to {self.masked_url}") from None
+            raise ConnectionFailed(f"timed out after {timeout} s connecting to {masked}") from None
         except ssl_module.SSLError as exc:
-            raise ConnectionFailed(f"TLS failed connecting to {self.masked_url}: {self.mask(str(exc))}") from None
+            raise ConnectionFailed(f"TLS failed connecting to {masked}: {self.mask(str(exc))}") from None
         except aiormq.exceptions.AuthenticationError as exc:
             raise AuthenticationError(
-                f"the broker at {self.masked_url} does not offer login method "
+                f"the broker at {masked} does not offer login method "
                 f"{self.login_method or 'PLAIN'} (it offers: {exc.args[0] if exc.args else '?'})"
             ) from None
         except aiormq.exceptions.ProbableAuthenticationError as exc:
-            raise AuthenticationError(
-                f"the broker at {self.masked_url} refused the login: {self.mask(str(exc))}"
-            ) from None
+            raise AuthenticationError(f"the broker at {masked} refused the login: {self.mask(str(exc))}") from None
         except Exception as exc:
             error = translate(exc, mask=self.mask)
             if error is exc:
                 raise
-            raise ConnectionFailed(f"cannot connect to {self.masked_url}: {error}") from None
+            raise ConnectionFailed(f"cannot connect to {masked}: {error}") from None
         return connection
 
 

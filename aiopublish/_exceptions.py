@@ -162,3 +162,8 @@ def translate(exc: BaseException, *, mask: Any = None) -> BaseException:
     if isinstance(exc, amqp_errors.AMQPChannelError):
         return ChannelError(None, clean(exc))
     return exc
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Errors a new attempt can fix: the connection or channel went away. Never a broker's verdict."""
+    return isinstance(exc, ConnectionFailed) and not isinstance(exc, AuthenticationError)

@@ -4,29 +4,75 @@ A new channel (after a connection loss, or after the broker closed the channel
 for an error) declares the publisher's entities again, in their original order,
 before anyone publishes on it: the constructor's list first, then every per-call
 declaration already made, so a queue deleted meanwhile comes back.
+
+With several node URLs the link connects to the first that answers and, after
+losing a node, starts with the next one (failover). A lost connection is
+reopened in the background with the retry policy's waits, so publishes find a
+ready channel again without paying for the reconnect themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Iterable
+from typing import Protocol
 
-from ._channel import ConfirmChannel
-from ._connection import AmqpConnection, ConnectionParams
+from ._channel import ConfirmChannel, PublishChannel
+from ._connection import AmqpConnection, ConnectionParams, mask_url
 from ._declarations import Entity, Exchange, Queue, declare, expand
-from ._exceptions import AiopublishError, PublisherClosed, translate
+from ._exceptions import (
+    AiopublishError,
+    AuthenticationError,
+    ConnectionFailed,
+    PublisherClosed,
+    is_retriable,
+    translate,
+)
+from ._metrics import Metrics
+from .retry import RetryPolicy
 
-__all__ = ["Link"]
+__all__ = ["Link", "LinkLike"]
 
 log = logging.getLogger("aiopublish")
+
+
+class LinkLike(Protocol):
+    """What a Publisher needs from its link; the in-memory test broker provides the same."""
+
+    node: str | None
+
+    @property
+    def is_blocked(self) -> bool: ...
+
+    @property
+    def blocked_reason(self) -> str | None: ...
+
+    def ready_channel(self) -> PublishChannel | None: ...
+
+    async def channel(self) -> PublishChannel: ...
+
+    async def ensure_declared(self, channel: PublishChannel, entities: Iterable[Exchange | Queue]) -> None: ...
+
+    async def wait_unblocked(self) -> None: ...
+
+    async def close(self, drain_timeout: float | None) -> None: ...
 
 
 class Link:
     """Owns the connection and channel; every publish asks it for a ready channel."""
 
-    def __init__(self, params: ConnectionParams, declare: Iterable[Exchange | Queue]) -> None:
+    def __init__(
+        self,
+        params: ConnectionParams,
+        declare: Iterable[Exchange | Queue],
+        reconnect_policy: RetryPolicy,
+        metrics: Metrics,
+    ) -> None:
         self.params = params
+        self.reconnect_policy = reconnect_policy
+        self.metrics = metrics
         self._steps: list[Entity] = expand(declare)
         self._connection: AmqpConnection | None = None
         self._channel: ConfirmChannel | None = None
@@ -35,6 +81,12 @@ class Link:
         self._declare_lock = asyncio.Lock()
         self._unblocked = asyncio.Event()
         self._unblocked.set()
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self._nodes = list(params.urls)
+        if params.shuffle_nodes:
+            random.shuffle(self._nodes)
+        self._next_node = 0
+        self.node: str | None = None
         self.closed = False
         self.connections_opened = 0
 
@@ -86,16 +138,42 @@ class Link:
                     raise
                 raise error from exc
 
+    async def _connect_any_node(self) -> AmqpConnection:
+        """Try each node once, starting after the one last used; raise when none answers."""
+        errors: list[ConnectionFailed] = []
+        count = len(self._nodes)
+        for offset in range(count):
+            index = (self._next_node + offset) % count
+            node = self._nodes[index]
+            try:
+                connection = await self.params.connect(node)
+            except AuthenticationError:
+                raise
+            except ConnectionFailed as exc:
+                errors.append(exc)
+                if count > 1:
+                    log.warning("node %s did not answer: %s", mask_url(node), exc)
+                continue
+            self.node = node
+            # After losing this node, start with the next one.
+            self._next_node = (index + 1) % count
+            return connection
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConnectionFailed(f"none of the {count} nodes answered: " + "; ".join(str(e) for e in errors))
+
     async def _open(self) -> ConfirmChannel:
         connection = self._connection
         if connection is None or connection.is_closed:
-            connection = await self.params.connect()
+            connection = await self._connect_any_node()
             self._connection = connection
             self.connections_opened += 1
+            if self.connections_opened > 1:
+                self.metrics.reconnects += 1
             log.info(
-                "connected to %s%s",
-                self.params.masked_url,
-                " (reconnected)" if self.connections_opened > 1 else "",
+                "%s to %s",
+                "reconnected" if self.connections_opened > 1 else "connected",
+                mask_url(self.node or ""),
             )
             connection.on_blocked.append(self._on_blocked_changed)
             connection.closing.add_done_callback(self._on_connection_closed)
@@ -108,8 +186,9 @@ class Link:
         self._channel = channel
         return channel
 
-    async def ensure_declared(self, channel: ConfirmChannel, entities: Iterable[Exchange | Queue]) -> None:
+    async def ensure_declared(self, channel: PublishChannel, entities: Iterable[Exchange | Queue]) -> None:
         """Declare what a publish names and this channel has not declared yet; remember it for reconnects."""
+        assert isinstance(channel, ConfirmChannel)
         steps = [step for step in expand(entities) if step not in self._declared]
         if not steps:
             return
@@ -148,7 +227,22 @@ class Link:
         self._unblocked.set()
         if self.closed:
             return
-        log.warning("disconnected from %s: %s", self.params.masked_url, self.params.mask(_reason(reason)))
+        log.warning("disconnected from %s: %s", mask_url(self.node or ""), self.params.mask(_reason(reason)))
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        """Reopen the channel in the background, waiting between tries as the retry policy says."""
+
+        def on_retry(state: object) -> None:
+            log.info("reconnect attempt failed: %s", getattr(state, "exception", "?"))
+
+        try:
+            await self.reconnect_policy.run(self.channel, retry=is_retriable, on_retry=on_retry)
+        except PublisherClosed:
+            pass
+        except Exception as exc:
+            log.warning("gave up reconnecting for now (%s); the next publish tries again", exc)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -157,7 +251,11 @@ class Link:
         self.closed = True
         channel, connection = self._channel, self._connection
         self._channel = None
+        task, self._reconnect_task = self._reconnect_task, None
         try:
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
             if channel is not None and not channel.is_closed and drain_timeout != 0:
                 try:
                     async with asyncio.timeout(drain_timeout):
@@ -175,7 +273,8 @@ class Link:
             raise
         finally:
             self._connection = None
-            log.info("closed the connection to %s", self.params.masked_url)
+            if connection is not None:
+                log.info("closed the connection to %s", mask_url(self.node or ""))
 
 
 def _reason(reason: BaseException | None) -> str:

@@ -13,19 +13,23 @@ import enum
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
-from ._connection import ConnectionParams
+from . import _tracing
+from ._channel import PublishChannel
+from ._connection import ConnectionParams, mask_url
 from ._declarations import Exchange, Queue
 from ._exceptions import (
-    AuthenticationError,
-    ConnectionFailed,
     PublisherClosed,
     PublishTimeout,
+    UndeliverableMessage,
+    is_retriable,
 )
-from ._link import Link
+from ._link import Link, LinkLike
+from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
 from ._wire import method_frame
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
@@ -43,11 +47,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """Errors a new attempt can fix: the connection or channel went away. Never a broker's verdict."""
-    return isinstance(exc, ConnectionFailed) and not isinstance(exc, AuthenticationError)
 
 
 class Publisher:
@@ -73,6 +72,8 @@ class Publisher:
     timeout: float | None = 30.0
     #: Seconds close() waits for unconfirmed publishes before it closes anyway.
     close_timeout: float = 10.0
+    #: Publishes that may wait for a confirm at once; more wait for a free slot.
+    max_in_flight: int = 1024
 
     def __init__(
         self,
@@ -90,6 +91,8 @@ class Publisher:
         ssl: Any = None,
         login_method: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
+        *,
+        max_in_flight: int | None = None,
         **publish_kwargs: Any,
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
@@ -113,8 +116,22 @@ class Publisher:
         self._params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
         self._defaults = Options.build(named, publish_kwargs)
         self.publish_kwargs = publish_kwargs
-        self._link = Link(self._params, self._defaults.declare)
+        if max_in_flight is not None:
+            if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+                raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
+            self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._metrics = Metrics()
+        self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
+
+    def _make_link(self) -> LinkLike:
+        if self._params.url.startswith("memory://"):
+            from .testing import memory_link
+
+            return memory_link(self._params, self._defaults.declare, self._metrics)
+        policy = self._defaults.retry_policy or DEFAULT_RETRY_POLICY
+        return Link(self._params, self._defaults.declare, policy, self._metrics)
 
     def __repr__(self) -> str:
         return f"<Publisher {self._params.masked_url} {self._state.value}>"
@@ -160,6 +177,19 @@ class Publisher:
         channel = self._link.ready_channel()
         return channel.in_flight if channel is not None else 0
 
+    @property
+    def node(self) -> str | None:
+        """The URL (password masked) of the broker node in use, or None before connecting."""
+        node = self._link.node
+        return mask_url(node) if node else None
+
+    @property
+    def metrics(self) -> Metrics:
+        """A snapshot of this publisher's counters (see Metrics)."""
+        snapshot = replace(self._metrics)
+        snapshot.in_flight = self.in_flight
+        return snapshot
+
     def _check_open(self) -> None:
         if self._state is _State.CLOSED:
             raise PublisherClosed("this publisher is closed; create a new Publisher to publish again")
@@ -179,13 +209,34 @@ class Publisher:
         self._check_open()
         if kwargs:
             check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish()")
-            options = self._defaults.override(kwargs)
-        else:
-            options = self._defaults
+        if _tracing.enabled:
+            await self._publish_traced(payload, kwargs)
+            return
+        options = self._defaults.override(kwargs) if kwargs else self._defaults
         message = options.prepare(payload)
         if options.mandatory and not options.use_confirms:
-            warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
+            warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
         await self._run(message, options)
+
+    async def _publish_traced(self, payload: Any, kwargs: dict[str, Any]) -> None:
+        """publish() inside an OpenTelemetry span whose context travels in the message headers."""
+        destination = self._defaults.override(kwargs) if kwargs else self._defaults
+        with _tracing.publish_span(destination.exchange, destination.routing_key) as span:
+            extra = {**(kwargs.get("extra_headers") or {}), **span.headers()}
+            options = self._defaults.override({**kwargs, "extra_headers": extra})
+            message = options.prepare(payload)
+            span.set_message(message.message_id, len(message.body))
+            if options.mandatory and not options.use_confirms:
+                warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=4)
+            try:
+                await self._run(message, options)
+            except UndeliverableMessage as exc:
+                span.set_outcome(exc.reason)
+                raise
+            except BaseException:
+                span.set_outcome("failed")
+                raise
+            span.set_outcome("confirmed" if options.use_confirms else "sent")
 
     async def _run(self, message: Prepared, options: Options) -> None:
         last_error: list[BaseException] = []
@@ -201,13 +252,22 @@ class Publisher:
             async with asyncio.timeout(options.timeout) as deadline:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(attempt, retry=is_retriable, on_retry=self._log_retry(message))
+                    await policy.run(attempt, retry=is_retriable, on_retry=self._on_retry(message))
                 else:
                     await attempt()
         except TimeoutError:
+            self._metrics.failed += 1
             if not deadline.expired():
                 raise
             raise self._timeout_error(message, options, last_error) from (last_error[0] if last_error else None)
+        except BaseException as exc:
+            self._metrics.failed += 1
+            if isinstance(exc, UndeliverableMessage):
+                if exc.reason == "returned":
+                    self._metrics.returned += 1
+                else:
+                    self._metrics.nacked += 1
+            raise
 
     def _timeout_error(self, message: Prepared, options: Options, last_error: list[BaseException]) -> PublishTimeout:
         text = f"publish of message {message.message_id} did not complete within {options.timeout} s"
@@ -225,6 +285,10 @@ class Publisher:
         if link.is_blocked:
             await link.wait_unblocked()
         await channel.wait_writable()
+        async with self._slots:
+            await self._send(channel, message, options)
+
+    async def _send(self, channel: PublishChannel, message: Prepared, options: Options) -> None:
         future = channel.send(
             method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
             message.properties,
@@ -236,6 +300,7 @@ class Publisher:
             user_id=message.user_id,
             track=options.use_confirms,
         )
+        self._metrics.published += 1
         if future is None:
             return
         try:
@@ -244,9 +309,11 @@ class Publisher:
             # Cancelled or timed out while waiting: leave no record behind for a late confirm.
             channel.forget(future)
             raise
+        self._metrics.confirmed += 1
 
-    def _log_retry(self, message: Prepared) -> Any:
+    def _on_retry(self, message: Prepared) -> Any:
         def on_retry(state: RetryState) -> None:
+            self._metrics.retried += 1
             log.warning(
                 "publish of message %s failed on attempt %d (%s: %s); retrying in %.2f s",
                 message.message_id,

@@ -104,10 +104,12 @@ async def test_stale_connection_reconnects_transparently(broker: Broker, tcp_pro
         connection = publisher._link.connection
         assert connection is not None
         tcp_proxy.drop_all()  # type: ignore[attr-defined]
-        await connection.closing
+        await asyncio.wait([connection.closing])
         await publisher.publish("after, retry on")
+        second = publisher._link.connection
+        assert second is not None and second is not connection
         tcp_proxy.drop_all()  # type: ignore[attr-defined]
-        await publisher._link.connection.closing  # type: ignore[union-attr]
+        await asyncio.wait([second.closing])
         await publisher.publish("after, retry off", retry=False)
     bodies = [m.body for m in await broker.get_all(queue)]
     assert bodies == [b'"before"', b'"after, retry on"', b'"after, retry off"']

@@ -1,0 +1,27 @@
+"""Counters a Publisher keeps about itself, for applications to read or export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Metrics"]
+
+
+@dataclass(slots=True)
+class Metrics:
+    """Running totals since the publisher was created (a copy when read through `Publisher.metrics`).
+
+    published: messages written to the broker (each attempt counts); confirmed: acked
+    (not returned); returned / nacked: refused by the broker; failed: publish() calls
+    that raised for any reason; retried: attempts made again after an error;
+    reconnects: connections opened after the first; in_flight: waiting for a confirm now.
+    """
+
+    published: int = 0
+    confirmed: int = 0
+    returned: int = 0
+    nacked: int = 0
+    failed: int = 0
+    retried: int = 0
+    reconnects: int = 0
+    in_flight: int = 0
