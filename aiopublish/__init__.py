@@ -15,7 +15,7 @@ from ._exceptions import (
     UndeliverableMessage,
 )
 from ._pool import get_connection, get_producer
-from ._publisher import Publisher
+from ._publisher import Publisher, PublishResult
 from ._serialization import register_compressor, register_serializer
 from .retry import RetryPolicy
 
@@ -30,6 +30,7 @@ __all__ = [
     "NotFound",
     "PreconditionFailed",
     "PublishTimeout",
+    "PublishResult",
     "Publisher",
     "PublisherClosed",
     "Queue",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiormq
@@ -36,7 +37,7 @@ from ._exceptions import (
     from_channel_closed,
 )
 
-__all__ = ["ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel"]
+__all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel"]
 
 log = logging.getLogger("aiopublish")
 
@@ -68,6 +69,8 @@ class PublishChannel(Protocol):
         mandatory: bool,
         user_id: str | None,
         track: bool,
+        batch: Batch | None = None,
+        index: int = 0,
     ) -> asyncio.Future[None] | None: ...
 
     async def wait_writable(self) -> None: ...
@@ -75,20 +78,51 @@ class PublishChannel(Protocol):
     def forget(self, future: asyncio.Future[None]) -> None: ...
 
 
-class Pending:
-    """One publish waiting for its confirm."""
+class Batch:
+    """The confirms of many publishes at once, without a future per message (publish_many)."""
 
-    __slots__ = ("exchange", "future", "message_id", "returned", "routing_key", "user_id")
+    __slots__ = ("_on_settle", "_sealed", "done", "errors", "remaining")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_settle: Callable[[], None]) -> None:
+        self.errors: dict[int, BaseException] = {}
+        self.remaining = 0
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._on_settle = on_settle
+        self._sealed = False
+
+    def settle(self, index: int, error: BaseException | None) -> None:
+        if error is not None:
+            self.errors[index] = error
+        self._on_settle()
+        self.remaining -= 1
+        if self.remaining == 0 and self._sealed and not self.done.done():
+            self.done.set_result(None)
+
+    def seal(self) -> None:
+        """No more publishes join; `done` resolves when the last one settles."""
+        self._sealed = True
+        if self.remaining == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+class Pending:
+    """One publish waiting for its confirm: a future to resolve, or a slot in a Batch."""
+
+    __slots__ = ("batch", "exchange", "future", "index", "message_id", "returned", "routing_key", "user_id")
 
     def __init__(
         self,
-        future: asyncio.Future[None],
+        future: asyncio.Future[None] | None,
+        batch: Batch | None,
+        index: int,
         exchange: str,
         routing_key: str,
         message_id: str,
         user_id: str | None,
     ) -> None:
         self.future = future
+        self.batch = batch
+        self.index = index
         self.exchange = exchange
         self.routing_key = routing_key
         self.message_id = message_id
@@ -143,8 +177,13 @@ class ConfirmChannel(aiormq.Channel):
         mandatory: bool,
         user_id: str | None,
         track: bool,
+        batch: Batch | None = None,
+        index: int = 0,
     ) -> asyncio.Future[None] | None:
         """Write one publish now; return the future of its confirm when `track` is true.
+
+        With a `batch`, the confirm settles entry `index` of the batch instead and
+        nothing is returned.
 
         Synchronous on purpose: taking the delivery tag and writing the frames cannot
         be interleaved with another publish, so tags match the broker's count.
@@ -159,8 +198,12 @@ class ConfirmChannel(aiormq.Channel):
         self._outbox.append(_wire.content_frames(self.number, properties, body, self._frame_max))
         if not track:
             return None
-        future: asyncio.Future[None] = self.loop.create_future()
-        self._pending[tag] = Pending(future, exchange, routing_key, message_id, user_id)
+        future: asyncio.Future[None] | None = None
+        if batch is None:
+            future = self.loop.create_future()
+        else:
+            batch.remaining += 1
+        self._pending[tag] = Pending(future, batch, index, exchange, routing_key, message_id, user_id)
         self._idle.clear()
         if mandatory:
             self._returnable.setdefault(message_id, []).append(tag)
@@ -210,21 +253,22 @@ class ConfirmChannel(aiormq.Channel):
                 self._lowest += 1
         if not self._pending:
             self._idle.set()
-        future = pending.future
-        if future.done() or frame is None:
+        if frame is None:
             return
         if not isinstance(frame, spec.Basic.Ack):
-            future.set_exception(
+            _deliver(
+                pending,
                 UndeliverableMessage(
                     "nacked",
                     exchange=pending.exchange,
                     routing_key=pending.routing_key,
                     message_id=pending.message_id,
-                )
+                ),
             )
         elif pending.returned is not None:
             code, text = pending.returned
-            future.set_exception(
+            _deliver(
+                pending,
                 UndeliverableMessage(
                     "returned",
                     exchange=pending.exchange,
@@ -232,10 +276,10 @@ class ConfirmChannel(aiormq.Channel):
                     message_id=pending.message_id,
                     reply_code=code,
                     reply_text=text,
-                )
+                ),
             )
         else:
-            future.set_result(None)
+            _deliver(pending, None)
 
     def _unindex_return(self, message_id: str, tag: int) -> None:
         tags = self._returnable.get(message_id)
@@ -271,8 +315,6 @@ class ConfirmChannel(aiormq.Channel):
         for tag in list(self._pending):
             pending = self._pending[tag]
             self._settle_tag(tag)
-            if pending.future.done():
-                continue
             if broker_error is not None and _blames(broker_error, pending):
                 error: Exception = channel_error(broker_error.reply_code, broker_error.reply_text)
             else:
@@ -280,7 +322,7 @@ class ConfirmChannel(aiormq.Channel):
                     "the channel closed before the broker confirmed the message "
                     f"({_describe(reason)}); it may or may not have been stored"
                 )
-            pending.future.set_exception(error)
+            _deliver(pending, error)
         self._returnable.clear()
         self._outbox.clear()
 
@@ -289,6 +331,20 @@ class ConfirmChannel(aiormq.Channel):
         if not self.is_closed or self._closing.cancelled():
             return None
         return _broker_channel_error(self._closing.exception())
+
+
+def _deliver(pending: Pending, error: BaseException | None) -> None:
+    """Hand a publish its outcome: None for confirmed, else the exception to raise."""
+    if pending.batch is not None:
+        pending.batch.settle(pending.index, error)
+        return
+    future = pending.future
+    if future is None or future.done():  # the caller stopped waiting (cancelled, timed out)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 def _broker_channel_error(reason: BaseException | None) -> ChannelError | None:

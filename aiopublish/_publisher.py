@@ -12,14 +12,14 @@ import asyncio
 import enum
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from . import _tracing
-from ._channel import PublishChannel
+from ._channel import Batch, PublishChannel
 from ._connection import ConnectionParams, mask_url
 from ._declarations import Exchange, Queue
 from ._exceptions import (
@@ -28,19 +28,39 @@ from ._exceptions import (
     UndeliverableMessage,
     is_retriable,
 )
+from ._limit import InFlightLimit
 from ._link import Link, LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
 from ._wire import method_frame
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
 
-__all__ = ["Publisher"]
+__all__ = ["PublishResult", "Publisher"]
 
 log = logging.getLogger("aiopublish")
 
 _MANDATORY_WITHOUT_CONFIRMS = (
     "Mandatory delivery was requested, but unroutable messages cannot be detected without publish confirms enabled."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """The outcome of one message of publish_many().
+
+    status: "confirmed" (the broker has it), "sent" (confirms off), "returned" or
+    "nacked" (the broker refused it), or "failed" (error says why: a connection that
+    died before the confirm, a channel error, a timeout).
+    """
+
+    index: int
+    message_id: str
+    status: str
+    error: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
 
 class _State(enum.Enum):
@@ -120,7 +140,7 @@ class Publisher:
             if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
             self.max_in_flight = max_in_flight
-        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self._slots = InFlightLimit(self.max_in_flight)
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
@@ -285,8 +305,13 @@ class Publisher:
         if link.is_blocked:
             await link.wait_unblocked()
         await channel.wait_writable()
-        async with self._slots:
+        slots = self._slots
+        if not slots.try_acquire():
+            await slots.acquire()
+        try:
             await self._send(channel, message, options)
+        finally:
+            slots.release()
 
     async def _send(self, channel: PublishChannel, message: Prepared, options: Options) -> None:
         future = channel.send(
@@ -310,6 +335,178 @@ class Publisher:
             channel.forget(future)
             raise
         self._metrics.confirmed += 1
+
+    # -- batches -----------------------------------------------------------------------------
+
+    async def publish_many(
+        self,
+        payloads: Iterable[Any],
+        *,
+        routing_keys: Sequence[str] | None = None,
+        headers: Sequence[Mapping[str, Any] | None] | None = None,
+        **kwargs: Any,
+    ) -> list[PublishResult]:
+        """Publish a batch under one set of options and report each message's outcome.
+
+        `routing_keys` and `headers`, when given, hold one entry per payload (headers
+        are merged like `extra_headers`). Every payload is encoded before anything is
+        sent: a bad one raises (SerializationError naming its index) and nothing goes
+        out. Then the batch streams out with many confirms in flight; messages whose
+        connection died are published again under the retry policy (same message ids).
+        Returns one PublishResult per payload, in order; a failure of some never hides
+        the success of the rest. The whole call is bounded by `timeout`.
+        """
+        self._check_open()
+        if kwargs:
+            check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish_many()")
+        options = self._defaults.override(kwargs) if kwargs else self._defaults
+        messages = self._prepare_batch(list(payloads), options, routing_keys, headers)
+        if any(message.mandatory for message in messages) and not options.use_confirms:
+            warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
+        errors: dict[int, BaseException] = {}
+        todo = list(range(len(messages)))
+
+        async def attempt() -> None:
+            nonlocal todo
+            await self._send_batch(messages, todo, options, errors)
+            retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
+            if retriable:
+                todo = retriable
+                raise errors[retriable[0]]
+
+        try:
+            async with asyncio.timeout(options.timeout) as deadline:
+                if options.retry:
+                    policy = options.retry_policy or DEFAULT_RETRY_POLICY
+                    await policy.run(attempt, retry=is_retriable, on_retry=self._on_batch_retry(len(todo)))
+                else:
+                    await attempt()
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
+            for index in todo:
+                if index not in errors or is_retriable(errors[index]):
+                    errors[index] = timeout
+        except Exception:
+            pass  # every message's own error is in `errors`
+        return self._batch_results(messages, errors, options)
+
+    def _prepare_batch(
+        self,
+        payloads: list[Any],
+        options: Options,
+        routing_keys: Sequence[str] | None,
+        headers: Sequence[Mapping[str, Any] | None] | None,
+    ) -> list[Prepared]:
+        for name, values in (("routing_keys", routing_keys), ("headers", headers)):
+            if values is not None and len(values) != len(payloads):
+                raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
+        messages = []
+        for index, payload in enumerate(payloads):
+            per_message: dict[str, Any] = {}
+            if routing_keys is not None:
+                per_message["routing_key"] = routing_keys[index]
+            if headers is not None and headers[index]:
+                per_message["extra_headers"] = {**options.headers, **dict(headers[index] or {})}
+            message_options = options.override(per_message) if per_message else options
+            try:
+                messages.append(message_options.prepare(payload))
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"payload {index}: {exc}") from exc
+        return messages
+
+    async def _send_batch(
+        self, messages: list[Prepared], todo: list[int], options: Options, errors: dict[int, BaseException]
+    ) -> None:
+        """One attempt at sending `todo`: fills `errors` for those that failed, clears it for the rest."""
+        for index in todo:
+            errors.pop(index, None)
+        link = self._link
+        try:
+            channel = link.ready_channel() or await link.channel()
+            if options.declare:
+                await link.ensure_declared(channel, options.declare)
+        except Exception as exc:
+            for index in todo:
+                errors[index] = exc
+            return
+        slots = self._slots
+        batch = Batch(asyncio.get_running_loop(), slots.release)
+        track = options.use_confirms
+        try:
+            for position, index in enumerate(todo):
+                if link.is_blocked:
+                    await link.wait_unblocked()
+                if not slots.try_acquire():
+                    await slots.acquire()
+                message = messages[index]
+                try:
+                    channel.send(
+                        method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
+                        message.properties,
+                        message.body,
+                        exchange=message.exchange,
+                        routing_key=message.routing_key,
+                        message_id=message.message_id,
+                        mandatory=message.mandatory,
+                        user_id=message.user_id,
+                        track=track,
+                        batch=batch,
+                        index=index,
+                    )
+                except Exception as exc:
+                    slots.release()
+                    for rest in todo[position:]:
+                        errors[rest] = exc
+                    break
+                self._metrics.published += 1
+                if not track:
+                    slots.release()
+                if position % 256 == 255:
+                    await channel.wait_writable()
+            batch.seal()
+            await batch.done
+        finally:
+            errors.update(batch.errors)
+
+    def _batch_results(
+        self, messages: list[Prepared], errors: dict[int, BaseException], options: Options
+    ) -> list[PublishResult]:
+        results = []
+        metrics = self._metrics
+        ok_status = "confirmed" if options.use_confirms else "sent"
+        for index, message in enumerate(messages):
+            error = errors.get(index)
+            if error is None:
+                status = ok_status
+                metrics.confirmed += options.use_confirms
+            elif isinstance(error, UndeliverableMessage):
+                status = error.reason
+                if error.reason == "returned":
+                    metrics.returned += 1
+                else:
+                    metrics.nacked += 1
+            else:
+                status = "failed"
+            if error is not None:
+                metrics.failed += 1
+            results.append(PublishResult(index, message.message_id, status, error))
+        return results
+
+    def _on_batch_retry(self, size: int) -> Any:
+        def on_retry(state: RetryState) -> None:
+            self._metrics.retried += 1
+            log.warning(
+                "publish_many: some of %d messages failed on attempt %d (%s: %s); retrying them in %.2f s",
+                size,
+                state.attempt,
+                type(state.exception).__name__,
+                self._params.mask(str(state.exception)),
+                state.next_wait,
+            )
+
+        return on_retry
 
     def _on_retry(self, message: Prepared) -> Any:
         def on_retry(state: RetryState) -> None:
