@@ -147,6 +147,10 @@ class ConfirmChannel(aiormq.Channel):
         self._transport = connection.stream_writer.transport
         self._frame_max = connection.connection_tune.frame_max or 131072
         self._outbox: list[bytes] = []
+        # When the broker last showed progress on this channel (a confirm or return), or when
+        # it went from idle to busy: a busy channel with no progress for long is likely dead.
+        self._last_progress = self.loop.time()
+        self._confirmed_upto = 0  # the highest delivery tag the broker answered
         self._closing.add_done_callback(self._on_closed)
 
     @classmethod
@@ -203,8 +207,11 @@ class ConfirmChannel(aiormq.Channel):
             future = self.loop.create_future()
         else:
             batch.remaining += 1
+        if self._next_tag - 2 <= self._confirmed_upto:  # this is the only unanswered publish
+            self._last_progress = self.loop.time()
+        if not self._pending:
+            self._idle.clear()
         self._pending[tag] = Pending(future, batch, index, exchange, routing_key, message_id, user_id)
-        self._idle.clear()
         if mandatory:
             self._returnable.setdefault(message_id, []).append(tag)
         return future
@@ -228,6 +235,13 @@ class ConfirmChannel(aiormq.Channel):
                 self._settle_tag(tag)
                 return
 
+    def stalled_for(self) -> float:
+        """Seconds this channel has waited for confirms without any arriving (0 when idle)."""
+        # Counted by delivery tags, not by open records: a timed-out publish forgets its record.
+        if self._next_tag - 1 <= self._confirmed_upto:
+            return 0.0
+        return self.loop.time() - self._last_progress
+
     async def wait_idle(self) -> None:
         """Return when no publish waits for a confirm."""
         await self._idle.wait()
@@ -235,7 +249,10 @@ class ConfirmChannel(aiormq.Channel):
     # -- frames from the broker -------------------------------------------------------------
 
     async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
+        self._last_progress = self.loop.time()
         last = frame.delivery_tag or 0
+        if last > self._confirmed_upto:
+            self._confirmed_upto = last
         if getattr(frame, "multiple", False):
             for tag in range(self._lowest, last + 1):
                 self._settle_tag(tag, frame)

@@ -57,6 +57,8 @@ class LinkLike(Protocol):
 
     async def wait_unblocked(self) -> None: ...
 
+    def check_stalled(self, timeout: float) -> None: ...
+
     async def close(self, drain_timeout: float | None) -> None: ...
 
 
@@ -114,6 +116,23 @@ class Link:
 
     async def wait_unblocked(self) -> None:
         await self._unblocked.wait()
+
+    def check_stalled(self, timeout: float) -> None:
+        """After a publish timed out: drop the connection if no confirm came for `timeout` seconds.
+
+        A network that went silent closes nothing: without this the link would keep
+        writing into it until heartbeats notice (about three heartbeat intervals). A
+        blocked connection is not dead, so it is left alone.
+        """
+        channel, connection = self.ready_channel(), self._connection
+        if channel is None or connection is None or self.is_blocked:
+            return
+        stalled = channel.stalled_for()
+        if stalled >= timeout * 0.9:
+            log.warning(
+                "no confirm from %s for %.1f s: dropping the connection as dead", mask_url(self.node or ""), stalled
+            )
+            connection.stream_writer.transport.abort()
 
     # -- opening -----------------------------------------------------------------------------
 

@@ -279,7 +279,10 @@ class Publisher:
             self._metrics.failed += 1
             if not deadline.expired():
                 raise
-            raise self._timeout_error(message, options, last_error) from (last_error[0] if last_error else None)
+            error = self._timeout_error(message, options, last_error)
+            if options.timeout is not None:
+                self._link.check_stalled(options.timeout)
+            raise error from (last_error[0] if last_error else None)
         except BaseException as exc:
             self._metrics.failed += 1
             if isinstance(exc, UndeliverableMessage):
@@ -385,6 +388,8 @@ class Publisher:
             if not deadline.expired():
                 raise
             timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
+            if options.timeout is not None:
+                self._link.check_stalled(options.timeout)
             for index in todo:
                 if index not in errors or is_retriable(errors[index]):
                     errors[index] = timeout
