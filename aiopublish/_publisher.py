@@ -233,10 +233,43 @@ class Publisher:
             await self._publish_traced(payload, kwargs)
             return
         options = self._defaults.override(kwargs) if kwargs else self._defaults
-        message = options.prepare(payload)
-        if options.mandatory and not options.use_confirms:
-            warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
-        await self._run(message, options)
+        # Take an in-flight slot first, before encoding anything, so publishes queued past
+        # max_in_flight cost little memory while they wait (no extra coroutine frames either).
+        deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
+        waiter = self._slots.reserve(deadline)
+        if waiter is not None:
+            # Awaited here rather than in a helper: one coroutine frame less per queued publish.
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._slots.abandon(waiter)
+                raise
+            except TimeoutError:
+                raise self._slot_timeout(options) from None
+        try:
+            message = options.prepare(payload)
+            if options.mandatory and not options.use_confirms:
+                warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
+            await self._run(message, options, deadline)
+        finally:
+            self._slots.release()
+
+    async def _wait_for_slot(self, waiter: asyncio.Future[None], options: Options) -> None:
+        """Wait in line for an in-flight slot; PublishTimeout if the publish's deadline passes first."""
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            self._slots.abandon(waiter)
+            raise
+        except TimeoutError:
+            raise self._slot_timeout(options) from None
+
+    def _slot_timeout(self, options: Options) -> PublishTimeout:
+        self._metrics.failed += 1
+        return PublishTimeout(
+            f"publish did not get an in-flight slot within {options.timeout} s: "
+            f"{self._slots.used} publishes are under way (max_in_flight={self._slots.limit})"
+        )
 
     async def _publish_traced(self, payload: Any, kwargs: dict[str, Any]) -> None:
         """publish() inside an OpenTelemetry span whose context travels in the message headers."""
@@ -244,21 +277,31 @@ class Publisher:
         with _tracing.publish_span(destination.exchange, destination.routing_key) as span:
             extra = {**(kwargs.get("extra_headers") or {}), **span.headers()}
             options = self._defaults.override({**kwargs, "extra_headers": extra})
-            message = options.prepare(payload)
-            span.set_message(message.message_id, len(message.body))
-            if options.mandatory and not options.use_confirms:
-                warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=4)
+            deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
+            waiter = self._slots.reserve(deadline)
+            if waiter is not None:
+                try:
+                    await self._wait_for_slot(waiter, options)
+                except PublishTimeout:
+                    span.set_outcome("failed")
+                    raise
             try:
-                await self._run(message, options)
+                message = options.prepare(payload)
+                span.set_message(message.message_id, len(message.body))
+                if options.mandatory and not options.use_confirms:
+                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=4)
+                await self._run(message, options, deadline)
             except UndeliverableMessage as exc:
                 span.set_outcome(exc.reason)
                 raise
             except BaseException:
                 span.set_outcome("failed")
                 raise
+            finally:
+                self._slots.release()
             span.set_outcome("confirmed" if options.use_confirms else "sent")
 
-    async def _run(self, message: Prepared, options: Options) -> None:
+    async def _run(self, message: Prepared, options: Options, deadline: float | None) -> None:
         last_error: list[BaseException] = []
 
         async def attempt() -> None:
@@ -269,7 +312,7 @@ class Publisher:
                 raise
 
         try:
-            async with asyncio.timeout(options.timeout) as deadline:
+            async with asyncio.timeout_at(deadline) as timer:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
                     await policy.run(attempt, retry=is_retriable, on_retry=self._on_retry(message))
@@ -277,7 +320,7 @@ class Publisher:
                     await attempt()
         except TimeoutError:
             self._metrics.failed += 1
-            if not deadline.expired():
+            if not timer.expired():
                 raise
             error = self._timeout_error(message, options, last_error)
             if options.timeout is not None:
@@ -308,13 +351,7 @@ class Publisher:
         if link.is_blocked:
             await link.wait_unblocked()
         await channel.wait_writable()
-        slots = self._slots
-        if not slots.try_acquire():
-            await slots.acquire()
-        try:
-            await self._send(channel, message, options)
-        finally:
-            slots.release()
+        await self._send(channel, message, options)
 
     async def _send(self, channel: PublishChannel, message: Prepared, options: Options) -> None:
         future = channel.send(
