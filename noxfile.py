@@ -37,3 +37,10 @@ def example(session: nox.Session) -> None:
     """Publish one message with examples/quickstart.py and show what arrived."""
     session.install("-e", ".")
     session.run("python", "examples/quickstart.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark (benchmarks/bench.py); `-- --smoke` for the quick CI run."""
+    session.install("-e", ".[speed]", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/bench.py", *session.posargs)
