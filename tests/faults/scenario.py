@@ -98,10 +98,13 @@ async def count_queue(url: str, queue: str, report: Report) -> Report:
         declared = await channel.queue_declare(queue, passive=True)
         expected = declared.message_count or 0
         done = asyncio.get_running_loop().create_future()
+        received = 0
 
         async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+            nonlocal received
             report.in_queue[message.header.properties.message_id or "?"] += 1
-            if sum(report.in_queue.values()) >= expected and not done.done():
+            received += 1
+            if received >= expected and not done.done():
                 done.set_result(None)
 
         if expected:
