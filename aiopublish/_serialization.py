@@ -97,8 +97,37 @@ def get_compressor(name: str) -> Compressor:
         raise ValueError(f"unknown compression {name!r} (known: {known})") from None
 
 
+_orjson: Any
+try:  # orjson is an optional speedup: aiopublish[speed]
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
+
+# Types orjson would encode but the stdlib refuses are passed through, so orjson raises
+# and the stdlib decides: a payload is accepted or refused the same way either way.
+_ORJSON_OPTIONS = (
+    0
+    if _orjson is None
+    else _orjson.OPT_NON_STR_KEYS
+    | _orjson.OPT_PASSTHROUGH_DATETIME
+    | _orjson.OPT_PASSTHROUGH_DATACLASS
+    | _orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+#: Whether the json serializer uses orjson (installed) or the standard library.
+JSON_USES_ORJSON = _orjson is not None
+
+
 def _json_dumps(payload: Any) -> bytes:
-    # kombu writes json.dumps' default separators; keep them so bodies match byte for byte.
+    """JSON bytes: orjson's when installed (compact, UTF-8), else json.dumps' (kombu's exact bytes).
+
+    Both decode to the same value, except NaN and infinities, which orjson writes as null.
+    """
+    if _orjson is not None:
+        try:
+            encoded: bytes = _orjson.dumps(payload, option=_ORJSON_OPTIONS)
+            return encoded
+        except TypeError:
+            pass  # e.g. an int beyond 64 bits, a set, a subclass: let the stdlib accept or refuse it
     return json.dumps(payload).encode("utf-8")
 
 

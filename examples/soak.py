@@ -58,7 +58,7 @@ async def main() -> int:
                 queue,
                 count=None,
                 concurrency=args.workers,
-                timeout=args.timeout,
+                publish_timeout=args.timeout,
                 until=lambda: time.monotonic() >= ends_at,
                 report=report,
             )

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiormq
@@ -114,8 +114,8 @@ class Broker:
                 await self._connection.close()
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Let the event loop run until `predicate()` is true; fail after `timeout` seconds."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0)  # noqa: ASYNC110 - the condition is a plain attribute, there is no event to await
+async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Let the event loop run until `predicate()` is true; fail after `within` seconds."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - the condition is a plain attribute, there is no event to await
+            await asyncio.sleep(0)

@@ -12,18 +12,20 @@ import msgpack
 import pytest
 import zstandard
 
-from aiopublish import Publisher, SerializationError
+from aiopublish import Publisher, SerializationError, _serialization
 from tests.broker import Broker
 
 
-async def test_json_body_is_json_dumps(amqp_url: str, broker: Broker) -> None:
-    """The json serializer sends json.dumps' bytes (kombu's format) as application/json, utf-8."""
+async def test_json_body_is_json_dumps(amqp_url: str, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without orjson the json serializer sends json.dumps' exact bytes (kombu's format), utf-8."""
+    monkeypatch.setattr(_serialization, "_orjson", None)
     queue = await broker.queue()
     payload = {"id": 1, "text": "héllo", "items": [1, 2.5, None, True]}
     async with Publisher(amqp_url, routing_key=queue) as publisher:
         await publisher.publish(payload)
     message = await broker.get(queue)
     assert message.body == json.dumps(payload).encode("utf-8")
+    assert message.header.properties.content_type == "application/json"
 
 
 async def test_pickle_body(amqp_url: str, broker: Broker) -> None:

@@ -44,7 +44,7 @@ async def test_connection_drops_every_300ms_lose_nothing(broker: Broker, tcp_pro
             report=report,
             count=None,
             concurrency=50,
-            timeout=15,
+            publish_timeout=15,
             until=lambda: drops >= 10 and report.attempted >= 3000,
         )
         stop.set()
@@ -65,9 +65,9 @@ async def test_broker_killed_and_restarted_loses_nothing(rabbit_node: RabbitNode
     report = Report()
     async with Publisher(rabbit_node.url(), declare=[queue], retry_policy=FAST_RETRY) as publisher:
         work = asyncio.create_task(
-            publish_continuously(publisher, queue.name, count=3000, concurrency=50, timeout=30, report=report)
+            publish_continuously(publisher, queue.name, count=3000, concurrency=50, publish_timeout=30, report=report)
         )
-        await until(lambda: len(report.confirmed) >= 500, timeout=60)
+        await until(lambda: len(report.confirmed) >= 500, within=60)
         await rabbit_node.kill()
         await rabbit_node.start()
         await work

@@ -60,7 +60,7 @@ async def publish_continuously(
     *,
     count: int | None,
     concurrency: int,
-    timeout: float,
+    publish_timeout: float,
     until: Callable[[], bool] | None = None,
     report: Report | None = None,
 ) -> Report:
@@ -76,15 +76,17 @@ async def publish_continuously(
             report.attempted += 1
             started = time.monotonic()
             try:
-                await publisher.publish({"n": number}, routing_key=queue, message_id=message_id, timeout=timeout)
+                await publisher.publish(
+                    {"n": number}, routing_key=queue, message_id=message_id, timeout=publish_timeout
+                )
             except Exception as exc:
                 report.raised[type(exc).__name__] += 1
             else:
                 report.confirmed.add(message_id)
                 report.latencies.append(time.monotonic() - started)
             elapsed = time.monotonic() - started
-            if elapsed > timeout:
-                report.overruns.append(elapsed - timeout)
+            if elapsed > publish_timeout:
+                report.overruns.append(elapsed - publish_timeout)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return report
