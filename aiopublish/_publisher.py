@@ -12,7 +12,7 @@ import asyncio
 import enum
 import logging
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import TracebackType
@@ -315,7 +315,9 @@ class Publisher:
             async with asyncio.timeout_at(deadline) as timer:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(attempt, retry=is_retriable, on_retry=self._on_retry(message))
+                    await policy.run(
+                        attempt, retry=is_retriable, on_retry=self._on_retry("publish of message", message.message_id)
+                    )
                 else:
                     await attempt()
         except TimeoutError:
@@ -354,17 +356,7 @@ class Publisher:
         await self._send(channel, message, options)
 
     async def _send(self, channel: PublishChannel, message: Prepared, options: Options) -> None:
-        future = channel.send(
-            method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
-            message.properties,
-            message.body,
-            exchange=message.exchange,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            mandatory=message.mandatory,
-            user_id=message.user_id,
-            track=options.use_confirms,
-        )
+        future = _write(channel, message, options.use_confirms)
         self._metrics.published += 1
         if future is None:
             return
@@ -418,7 +410,9 @@ class Publisher:
             async with asyncio.timeout(options.timeout) as deadline:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(attempt, retry=is_retriable, on_retry=self._on_batch_retry(len(todo)))
+                    await policy.run(
+                        attempt, retry=is_retriable, on_retry=self._on_retry("publish_many, messages:", len(todo))
+                    )
                 else:
                     await attempt()
         except TimeoutError:
@@ -484,19 +478,7 @@ class Publisher:
                     await slots.acquire()
                 message = messages[index]
                 try:
-                    channel.send(
-                        method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
-                        message.properties,
-                        message.body,
-                        exchange=message.exchange,
-                        routing_key=message.routing_key,
-                        message_id=message.message_id,
-                        mandatory=message.mandatory,
-                        user_id=message.user_id,
-                        track=track,
-                        batch=batch,
-                        index=index,
-                    )
+                    _write(channel, message, track, batch, index)
                 except Exception as exc:
                     slots.release()
                     for rest in todo[position:]:
@@ -536,12 +518,15 @@ class Publisher:
             results.append(PublishResult(index, message.message_id, status, error))
         return results
 
-    def _on_batch_retry(self, size: int) -> Any:
+    def _on_retry(self, what: str, which: object) -> Callable[[RetryState], None]:
+        """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
+
         def on_retry(state: RetryState) -> None:
             self._metrics.retried += 1
             log.warning(
-                "publish_many: some of %d messages failed on attempt %d (%s: %s); retrying them in %.2f s",
-                size,
+                "%s %s failed on attempt %d (%s: %s); retrying in %.2f s",
+                what,
+                which,
                 state.attempt,
                 type(state.exception).__name__,
                 self._params.mask(str(state.exception)),
@@ -550,16 +535,21 @@ class Publisher:
 
         return on_retry
 
-    def _on_retry(self, message: Prepared) -> Any:
-        def on_retry(state: RetryState) -> None:
-            self._metrics.retried += 1
-            log.warning(
-                "publish of message %s failed on attempt %d (%s: %s); retrying in %.2f s",
-                message.message_id,
-                state.attempt,
-                type(state.exception).__name__,
-                self._params.mask(str(state.exception)),
-                state.next_wait,
-            )
 
-        return on_retry
+def _write(
+    channel: PublishChannel, message: Prepared, track: bool, batch: Batch | None = None, index: int = 0
+) -> asyncio.Future[None] | None:
+    """Write one prepared message on `channel` (see PublishChannel.send)."""
+    return channel.send(
+        method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
+        message.properties,
+        message.body,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        mandatory=message.mandatory,
+        user_id=message.user_id,
+        track=track,
+        batch=batch,
+        index=index,
+    )
