@@ -226,33 +226,45 @@ class Publisher:
         options and SerializationError for a payload that cannot be encoded; in the
         last three cases nothing was sent.
         """
-        self._check_open()
-        if kwargs:
-            check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish()")
-        if _tracing.enabled:
-            await self._publish_traced(payload, kwargs)
-            return
-        options = self._defaults.override(kwargs) if kwargs else self._defaults
-        # Take an in-flight slot first, before encoding anything, so publishes queued past
-        # max_in_flight cost little memory while they wait (no extra coroutine frames either).
-        deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
-        waiter = self._slots.reserve(deadline)
-        if waiter is not None:
-            # Awaited here rather than in a helper: one coroutine frame less per queued publish.
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                self._slots.abandon(waiter)
-                raise
-            except TimeoutError:
-                raise self._slot_timeout(options) from None
         try:
-            message = options.prepare(payload)
-            if options.mandatory and not options.use_confirms:
-                warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
-            await self._run(message, options, deadline)
-        finally:
-            self._slots.release()
+            self._check_open()
+            if kwargs:
+                check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish()")
+            if _tracing.enabled and _tracing.active():
+                await self._publish_traced(payload, kwargs)
+                return
+            options = self._defaults.override(kwargs) if kwargs else self._defaults
+            # Take an in-flight slot first, before encoding anything, so publishes queued past
+            # max_in_flight cost little memory while they wait (no extra coroutine frames either).
+            deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
+            waiter = self._slots.reserve(deadline)
+            if waiter is not None:
+                # Awaited here rather than in a helper: one coroutine frame less per queued publish.
+                try:
+                    await waiter
+                except asyncio.CancelledError:
+                    self._slots.abandon(waiter)
+                    raise
+                except TimeoutError:
+                    raise self._slot_timeout(options) from None
+            try:
+                message = options.prepare(payload)
+                if options.mandatory and not options.use_confirms:
+                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
+                await self._run(message, options, deadline)
+            finally:
+                self._slots.release()
+        except BaseException as exc:
+            self._count_failure(exc)
+            raise
+
+    def _count_failure(self, exc: BaseException) -> None:
+        self._metrics.failed += 1
+        if isinstance(exc, UndeliverableMessage):
+            if exc.reason == "returned":
+                self._metrics.returned += 1
+            else:
+                self._metrics.nacked += 1
 
     async def _wait_for_slot(self, waiter: asyncio.Future[None], options: Options) -> None:
         """Wait in line for an in-flight slot; PublishTimeout if the publish's deadline passes first."""
@@ -265,7 +277,6 @@ class Publisher:
             raise self._slot_timeout(options) from None
 
     def _slot_timeout(self, options: Options) -> PublishTimeout:
-        self._metrics.failed += 1
         return PublishTimeout(
             f"publish did not get an in-flight slot within {options.timeout} s: "
             f"{self._slots.used} publishes are under way (max_in_flight={self._slots.limit})"
@@ -321,21 +332,12 @@ class Publisher:
                 else:
                     await attempt()
         except TimeoutError:
-            self._metrics.failed += 1
             if not timer.expired():
                 raise
             error = self._timeout_error(message, options, last_error)
             if options.timeout is not None:
                 self._link.check_stalled(options.timeout)
             raise error from (last_error[0] if last_error else None)
-        except BaseException as exc:
-            self._metrics.failed += 1
-            if isinstance(exc, UndeliverableMessage):
-                if exc.reason == "returned":
-                    self._metrics.returned += 1
-                else:
-                    self._metrics.nacked += 1
-            raise
 
     def _timeout_error(self, message: Prepared, options: Options, last_error: list[BaseException]) -> PublishTimeout:
         text = f"publish of message {message.message_id} did not complete within {options.timeout} s"

@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 try:  # the otel extra: aiopublish[otel]
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 except ImportError:  # pragma: no cover - depends on the environment
     _API = False
 else:
     _API = True
 
-__all__ = ["PublishSpan", "enabled", "publish_span", "set_tracer_provider"]
+__all__ = ["PublishSpan", "active", "enabled", "publish_span", "set_tracer_provider"]
 
 #: True when opentelemetry-api is installed; the publisher takes the traced path only then.
 enabled: bool = _API
@@ -55,6 +55,23 @@ def set_tracer_provider(provider: TracerProvider | None) -> None:
     global _provider, _tracer
     _provider = provider
     _tracer = None
+
+
+def _no_sdk() -> bool:
+    """Whether no real tracer provider is installed globally (the API alone makes non-recording spans)."""
+    return isinstance(trace.get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
+
+
+def active() -> bool:
+    """Whether a publish now would make a span or carry a trace context (False: skip tracing altogether).
+
+    False when opentelemetry is missing, or when no SDK is installed (the API alone only
+    makes non-recording spans) and no trace is current: a span would record nothing and
+    there would be no context to pass on.
+    """
+    if not _API:  # pragma: no cover - depends on the environment
+        return False
+    return _provider is not None or not _no_sdk() or trace.get_current_span().get_span_context().is_valid
 
 
 def _get_tracer() -> Tracer:
@@ -121,11 +138,17 @@ class PublishSpan:
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
+_NOOP = PublishSpan()
+
+
 @contextmanager
 def publish_span(exchange: str, routing_key: str) -> Iterator[PublishSpan]:
     """A PRODUCER span around one publish, current while the body runs; an exception marks it an error."""
     if not _API:  # pragma: no cover - only without the otel extra, where the publisher does not call this
         yield PublishSpan()
+        return
+    if not active():
+        yield _NOOP
         return
     destination = exchange or DEFAULT_EXCHANGE
     attributes: dict[str, str] = {
