@@ -63,6 +63,13 @@ class PublishResult:
         return self.error is None
 
 
+# Options that differ per message: calls passing them get options of their own, never cached.
+_PER_MESSAGE_OPTIONS = frozenset(
+    {"message_id", "correlation_id", "timestamp", "headers", "extra_headers", "declare", "retry_policy"}
+)
+_OVERRIDE_CACHE_SIZE = 256
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -141,6 +148,7 @@ class Publisher:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
             self.max_in_flight = max_in_flight
         self._slots = InFlightLimit(self.max_in_flight)
+        self._override_cache: dict[tuple[tuple[str, Any], ...], Options] = {}
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
@@ -233,7 +241,7 @@ class Publisher:
             if _tracing.enabled and _tracing.active():
                 await self._publish_traced(payload, kwargs)
                 return
-            options = self._defaults.override(kwargs) if kwargs else self._defaults
+            options = self._options_for(kwargs) if kwargs else self._defaults
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
             deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
@@ -257,6 +265,27 @@ class Publisher:
         except BaseException as exc:
             self._count_failure(exc)
             raise
+
+    def _options_for(self, kwargs: dict[str, Any]) -> Options:
+        """The options of a call with these keywords; shared between calls that pass the same simple ones.
+
+        Calls that repeat `routing_key=...` or `exchange=...` then share one Options and its
+        encoded-properties templates instead of building both per call (and, for publishes
+        queued past max_in_flight, holding a copy each).
+        """
+        if kwargs.keys() & _PER_MESSAGE_OPTIONS:
+            return self._defaults.override(kwargs)
+        try:
+            key = tuple(sorted(kwargs.items()))
+            options = self._override_cache.get(key)
+        except TypeError:  # an unhashable value
+            return self._defaults.override(kwargs)
+        if options is None:
+            options = self._defaults.override(kwargs)
+            if len(self._override_cache) >= _OVERRIDE_CACHE_SIZE:
+                self._override_cache.clear()
+            self._override_cache[key] = options
+        return options
 
     def _count_failure(self, exc: BaseException) -> None:
         self._metrics.failed += 1
@@ -393,7 +422,7 @@ class Publisher:
         self._check_open()
         if kwargs:
             check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish_many()")
-        options = self._defaults.override(kwargs) if kwargs else self._defaults
+        options = self._options_for(kwargs) if kwargs else self._defaults
         messages = self._prepare_batch(list(payloads), options, routing_keys, headers)
         if any(message.mandatory for message in messages) and not options.use_confirms:
             warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
