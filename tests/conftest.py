@@ -12,7 +12,7 @@ from yarl import URL
 
 from tests.broker import Broker, test_url
 
-pytest_plugins = ["tests.faults.fixtures"]
+pytest_plugins = ["tests.faults.fixtures", "tests.faults.fixtures_tls_cluster"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

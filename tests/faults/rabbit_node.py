@@ -33,6 +33,18 @@ that called :meth:`RabbitNode.start`: call it from the event loop's thread
 
 The node registers with the already running (shared) epmd; if no epmd runs,
 Erlang starts one, which then outlives the node.
+
+Optional extras (all off by default, so ``RabbitNode()`` is the plain node above):
+
+* ``tls=TlsFiles(...)``: a second AMQP listener with TLS on 127.0.0.1 (``tls_port``,
+  picked with the other ports), using copies of the CA, certificate and key put
+  in the node's directory (so the ``rabbitmq`` user can read them); client
+  certificates are verified when sent (``verify_peer``) and required only with
+  ``require_client_cert=True``. :meth:`RabbitNode.tls_url` gives its ``amqps://`` URL;
+* ``plugins=[...]``: written to the node's ``enabled_plugins`` file;
+* ``config=[...]``: extra ``rabbitmq.conf`` lines (e.g. ``auth_mechanisms.1 = PLAIN``);
+* ``cookie="..."``: the Erlang cookie (nodes that form a cluster need the same one);
+  :meth:`RabbitNode.join_cluster` then makes this node join another's cluster.
 """
 
 from __future__ import annotations
@@ -40,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -48,10 +61,15 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import aiormq
+
+if TYPE_CHECKING:
+    from tests.faults.tls import TlsFiles
 
 __all__ = ["RabbitCtlError", "RabbitNode", "epmd_names"]
 
@@ -147,12 +165,28 @@ async def epmd_names(host: str = "127.0.0.1", port: int | None = None) -> dict[s
 class RabbitNode:
     """A private RabbitMQ node. Loop-agnostic: any event loop may drive any method."""
 
-    def __init__(self, name: str | None = None, *, host: str = "localhost") -> None:
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        host: str = "localhost",
+        tls: TlsFiles | None = None,
+        require_client_cert: bool = False,
+        plugins: Sequence[str] = (),
+        config: Sequence[str] = (),
+        cookie: str | None = None,
+    ) -> None:
         self.name = name or f"aiopub-{os.getpid()}-{secrets.token_hex(3)}"
         self.host = host
         self.nodename = f"{self.name}@{host}"
         self.port = 0
         self.dist_port = 0
+        self.tls = tls
+        self.require_client_cert = require_client_cert
+        self.tls_port = 0
+        self.plugins = tuple(plugins)
+        self.config = tuple(config)
+        self.cookie = cookie
         self.base_dir: Path | None = None
         self.beam_pid: int | None = None
         self.last_start_seconds: float | None = None
@@ -170,6 +204,16 @@ class RabbitNode:
             raise RuntimeError("node never started: no port yet")
         path = "" if vhost == "/" else quote(vhost, safe="")
         return f"amqp://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:{self.port}/{path}"
+
+    def tls_url(
+        self, vhost: str = "/", user: str = "guest", password: str | None = "guest", host: str = "localhost"
+    ) -> str:
+        """The ``amqps://`` URL of the TLS listener; ``password=None`` leaves it out (EXTERNAL login)."""
+        if not self.tls_port:
+            raise RuntimeError("node has no TLS listener (tls=None) or never started")
+        path = "" if vhost == "/" else quote(vhost, safe="")
+        login = quote(user, safe="") if password is None else f"{quote(user, safe='')}:{quote(password, safe='')}"
+        return f"amqps://{login}@{host}:{self.tls_port}/{path}"
 
     @property
     def running(self) -> bool:
@@ -280,6 +324,32 @@ class RabbitNode:
                 raise TimeoutError(f"memory alarm on {self.nodename} did not become {on}")
             await asyncio.sleep(0.1)
 
+    async def add_user(self, user: str, password: str | None, vhost: str = "/") -> None:
+        """Create `user` with full permissions on `vhost`; ``password=None``: no password (certificate login only)."""
+        await self.ctl("add_user", user, password or secrets.token_hex(16))
+        if password is None:
+            await self.ctl("clear_password", user)
+        await self.ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+
+    # -- clustering -------------------------------------------------------------------
+
+    async def join_cluster(self, other: RabbitNode, timeout: float = 60) -> None:  # noqa: ASYNC109 (documented API)
+        """Make this (running) node join `other`'s cluster: ``stop_app``, ``join_cluster``, ``start_app``.
+
+        Both nodes need the same ``cookie``. Returns once this node accepts AMQP again.
+        """
+        if self.cookie is None or self.cookie != other.cookie:
+            raise ValueError(f"{self.nodename} and {other.nodename} need the same cookie to form a cluster")
+        await self.ctl("stop_app", timeout=timeout)
+        await self.ctl("join_cluster", other.nodename, timeout=timeout)
+        await self.ctl("start_app", timeout=timeout)
+        await self._wait_amqp(time.monotonic() + timeout)
+
+    async def running_nodes(self) -> list[str]:
+        """The cluster's nodes this node sees running (itself included)."""
+        out = await self.ctl("-q", "cluster_status", "--formatter", "json")
+        return sorted(json.loads(out)["running_nodes"])
+
     # -- internals ----------------------------------------------------------------------
 
     def _prepare(self) -> None:
@@ -291,18 +361,41 @@ class RabbitNode:
             (base / sub).mkdir()
         self.port = _free_port(set())
         self.dist_port = _free_port({self.port})
+        if self.tls is not None:
+            self.tls_port = _free_port({self.port, self.dist_port})
         (base / "owner.pid").write_text(f"{os.getpid()}\n")
-        (base / "enabled_plugins").write_text("[].\n")
+        (base / "enabled_plugins").write_text(f"[{','.join(self.plugins)}].\n")
         (base / "rabbitmq-env.conf").write_text("")
-        (base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = 127.0.0.1:{self.port}\nlog.console = false\nlog.file.level = info\n"
-        )
+        lines = [f"listeners.tcp.local = 127.0.0.1:{self.port}", "log.console = false", "log.file.level = info"]
+        if self.tls is not None:
+            lines += self._tls_config(base / "tls")
+        lines += self.config
+        (base / "rabbitmq.conf").write_text("\n".join(lines) + "\n")
         cookie = base / "home" / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16).upper())
+        cookie.write_text(self.cookie or secrets.token_hex(16).upper())
         cookie.chmod(0o400)
         if self._as_rabbit:
             for path in [base, *base.rglob("*")]:
                 shutil.chown(path, _RABBIT_USER, _RABBIT_USER)
+
+    def _tls_config(self, folder: Path) -> list[str]:
+        """Copy the TLS files into the node's directory (readable by its user); the config lines using them."""
+        assert self.tls is not None
+        folder.mkdir()
+        copies = {}
+        for role, source in (("ca", self.tls.ca_cert), ("cert", self.tls.cert), ("key", self.tls.key)):
+            target = folder / f"{role}.pem"
+            shutil.copyfile(source, target)
+            target.chmod(0o600 if role == "key" else 0o644)
+            copies[role] = target
+        return [
+            f"listeners.ssl.local = 127.0.0.1:{self.tls_port}",
+            f"ssl_options.cacertfile = {copies['ca']}",
+            f"ssl_options.certfile = {copies['cert']}",
+            f"ssl_options.keyfile = {copies['key']}",
+            "ssl_options.verify = verify_peer",
+            f"ssl_options.fail_if_no_peer_cert = {str(self.require_client_cert).lower()}",
+        ]
 
     def _spawn(self) -> None:
         assert self.base_dir is not None
