@@ -12,6 +12,7 @@ from ._exceptions import (
     PublisherClosed,
     PublishTimeout,
     SerializationError,
+    TLSError,
     UndeliverableMessage,
 )
 from ._pool import get_connection, get_producer
@@ -36,6 +37,7 @@ __all__ = [
     "Queue",
     "RetryPolicy",
     "SerializationError",
+    "TLSError",
     "UndeliverableMessage",
     "get_connection",
     "get_producer",

@@ -151,6 +151,9 @@ class ConfirmChannel(aiormq.Channel):
         # it went from idle to busy: a busy channel with no progress for long is likely dead.
         self._last_progress = self.loop.time()
         self._confirmed_upto = 0  # the highest delivery tag the broker answered
+        self.opened_at = self.loop.time()
+        # Set by a basic.nack: the link replaces a channel the broker nacks on (see Link.ready_channel).
+        self.nacked = False
         self._closing.add_done_callback(self._on_closed)
 
     @classmethod
@@ -250,6 +253,8 @@ class ConfirmChannel(aiormq.Channel):
 
     async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
         self._last_progress = self.loop.time()
+        if not isinstance(frame, spec.Basic.Ack):
+            self.nacked = True
         last = frame.delivery_tag or 0
         if last > self._confirmed_upto:
             self._confirmed_upto = last

@@ -22,7 +22,7 @@ from aiormq.connection import TCPTransportFactory, TLSTransportFactory, Transpor
 from pamqp import commands as spec
 from yarl import URL
 
-from ._exceptions import AuthenticationError, ConnectionFailed, translate
+from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, translate
 
 __all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
 
@@ -188,7 +188,7 @@ class ConnectionParams:
             await connection.close(exc)
             raise ConnectionFailed(f"timed out after {timeout} s connecting to {masked}") from None
         except ssl_module.SSLError as exc:
-            raise ConnectionFailed(f"TLS failed connecting to {masked}: {self.mask(str(exc))}") from None
+            raise TLSError(f"TLS failed connecting to {masked}: {self.mask(str(exc))}") from None
         except aiormq.exceptions.AuthenticationError as exc:
             raise AuthenticationError(
                 f"the broker at {masked} does not offer login method "
@@ -197,11 +197,27 @@ class ConnectionParams:
         except aiormq.exceptions.ProbableAuthenticationError as exc:
             raise AuthenticationError(f"the broker at {masked} refused the login: {self.mask(str(exc))}") from None
         except Exception as exc:
+            tls_failure = _ssl_error_in(exc)
+            if tls_failure is not None:
+                # aiormq wraps the handshake's SSLError in AMQPConnectionError.
+                raise TLSError(f"TLS failed connecting to {masked}: {self.mask(str(tls_failure))}") from None
             error = translate(exc, mask=self.mask)
             if error is exc:
                 raise
             raise ConnectionFailed(f"cannot connect to {masked}: {error}") from None
         return connection
+
+
+def _ssl_error_in(exc: BaseException) -> ssl_module.SSLError | None:
+    """The SSLError behind `exc`, following its causes, if there is one."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl_module.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class _RecordingTransportFactory(TransportFactory):

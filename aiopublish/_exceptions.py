@@ -7,7 +7,8 @@ AiopublishError                      base of everything raised here
 │   ├── NotFound                     404
 │   └── PreconditionFailed           406
 ├── ConnectionFailed                 could not connect, or the connection died (retried)
-│   └── AuthenticationError          the broker refused the login (never retried)
+│   ├── AuthenticationError          the broker refused the login (never retried)
+│   └── TLSError                     TLS handshake or certificate verification failed (never retried)
 ├── PublishTimeout                   the whole publish() took longer than `timeout`
 ├── PublisherClosed                  publish() after close()
 └── SerializationError               the payload could not be encoded (also ValueError)
@@ -30,6 +31,7 @@ __all__ = [
     "PublishTimeout",
     "PublisherClosed",
     "SerializationError",
+    "TLSError",
     "UndeliverableMessage",
 ]
 
@@ -92,6 +94,10 @@ class ConnectionFailed(AiopublishError, ConnectionError):
 
 class AuthenticationError(ConnectionFailed):
     """The broker refused the credentials or the login method. Retrying cannot help."""
+
+
+class TLSError(ConnectionFailed):
+    """The TLS handshake failed (e.g. certificate verification, hostname mismatch). Retrying cannot help."""
 
 
 class PublishTimeout(AiopublishError, TimeoutError):
@@ -166,4 +172,4 @@ def translate(exc: BaseException, *, mask: Any = None) -> BaseException:
 
 def is_retriable(exc: BaseException) -> bool:
     """Errors a new attempt can fix: the connection or channel went away. Never a broker's verdict."""
-    return isinstance(exc, ConnectionFailed) and not isinstance(exc, AuthenticationError)
+    return isinstance(exc, ConnectionFailed) and not isinstance(exc, (AuthenticationError, TLSError))

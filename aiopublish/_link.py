@@ -37,6 +37,11 @@ __all__ = ["Link", "LinkLike"]
 
 log = logging.getLogger("aiopublish")
 
+# A nacked channel is replaced only once it is this old (seconds), so replacements stay rare.
+_NACKED_CHANNEL_MIN_AGE = 1.0
+# How long a replaced channel may wait for its outstanding confirms before it is closed.
+_RETIRED_CHANNEL_DRAIN = 30.0
+
 
 class LinkLike(Protocol):
     """What a Publisher needs from its link; the in-memory test broker provides the same."""
@@ -84,6 +89,7 @@ class Link:
         self._unblocked = asyncio.Event()
         self._unblocked.set()
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._retiring: set[asyncio.Task[None]] = set()
         self._nodes = list(params.urls)
         if params.shuffle_nodes:
             random.shuffle(self._nodes)
@@ -111,8 +117,33 @@ class Link:
         """The open channel, or None when one must be opened first (no await on the hot path)."""
         channel = self._channel
         if channel is not None and not channel.is_closed:
+            if channel.nacked and channel.loop.time() - channel.opened_at >= _NACKED_CHANNEL_MIN_AGE:
+                self._retire(channel)
+                return None
             return channel
         return None
+
+    def _retire(self, channel: ConfirmChannel) -> None:
+        """Stop publishing on a channel the broker nacked on; close it once its confirms are in.
+
+        RabbitMQ can keep nacking every publish on a channel opened while a quorum queue had
+        no leader (its node was just killed) while a channel opened later works: replacing the
+        channel after nacks is cheap, and at most once a second so a queue that rejects
+        publishes on purpose (x-overflow) does not make the link churn.
+        """
+        self._channel = None
+        log.info("the broker nacked publishes on channel %d: opening a new channel", channel.number)
+        task = asyncio.get_running_loop().create_task(self._close_when_idle(channel))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _close_when_idle(self, channel: ConfirmChannel) -> None:
+        try:
+            async with asyncio.timeout(_RETIRED_CHANNEL_DRAIN):
+                await channel.wait_idle()
+        except TimeoutError:
+            pass
+        await channel.close()
 
     async def wait_unblocked(self) -> None:
         await self._unblocked.wait()
@@ -272,9 +303,10 @@ class Link:
         self._channel = None
         task, self._reconnect_task = self._reconnect_task, None
         try:
-            if task is not None and not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            background = [t for t in (task, *self._retiring) if t is not None and not t.done()]
+            for pending in background:
+                pending.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             if channel is not None and not channel.is_closed and drain_timeout != 0:
                 try:
                     async with asyncio.timeout(drain_timeout):

@@ -138,3 +138,25 @@ async def test_innocent_publishes_survive_another_publish_channel_error(amqp_url
     assert all(r is None for i, r in enumerate(results) if i != 50)
     delivered = {int(m.body) for m in await broker.get_all(queue)}
     assert delivered == set(range(100))
+
+
+async def test_channel_is_replaced_after_nacks(
+    amqp_url: str, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the broker nacks on a channel, the next publish runs on a new channel; the old one is closed."""
+    from aiopublish import _link
+
+    monkeypatch.setattr(_link, "_NACKED_CHANNEL_MIN_AGE", 0.0)
+    queue = await broker.queue(**{"x-max-length": 1, "x-overflow": "reject-publish"})
+    other = await broker.queue()
+    async with Publisher(amqp_url) as publisher:
+        await publisher.publish("fits", routing_key=queue)
+        first = publisher._link.ready_channel()
+        with pytest.raises(UndeliverableMessage):
+            await publisher.publish("overflows", routing_key=queue)
+        await publisher.publish("fine", routing_key=other)
+        second = publisher._link.ready_channel()
+        assert first is not None and second is not None and second is not first
+        await asyncio.wait([first.closing], timeout=10)
+        assert first.is_closed and not second.is_closed
+    assert [m.body for m in await broker.get_all(other)] == [b'"fine"']

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiormq
 import pytest
 
-from aiopublish import AuthenticationError, ConnectionFailed, Publisher, Queue
+from aiopublish import AuthenticationError, ConnectionFailed, Publisher, Queue, TLSError
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip its assertion rewriting
     from tests.faults.fixtures_tls_cluster import TlsRabbit
@@ -153,7 +153,7 @@ async def test_verify_false_connects_without_trusting_the_ca(tls_rabbit: TlsRabb
 
 
 async def connect_error(url: str, **options: Any) -> ConnectionFailed:
-    """The error connect() raises (it must raise ConnectionFailed, not AuthenticationError, within 5 s)."""
+    """The error connect() raises: TLSError (a ConnectionFailed, not an AuthenticationError) within 5 s."""
     publisher = Publisher(url, **options)
     started = time.monotonic()
     try:
@@ -163,6 +163,8 @@ async def connect_error(url: str, **options: Any) -> ConnectionFailed:
         await publisher.close()
     assert time.monotonic() - started < 5
     assert not isinstance(caught.value, AuthenticationError)
+    assert isinstance(caught.value, TLSError)
+    assert str(caught.value).startswith("TLS failed connecting to")
     return caught.value
 
 
@@ -172,13 +174,16 @@ async def test_system_ca_store_rejects_our_private_ca(tls_rabbit: TlsRabbit) -> 
     assert "certificate verify failed" in str(error)
     assert f"localhost:{tls_rabbit.node.tls_port}" in str(error)
 
-    # A publish gives the same error once its retries are spent (retry off here: the error is the point).
-    publisher = Publisher(tls_rabbit.url(), ssl=True, retry=False)
+    # A publish with retry on gives the same error at once: retrying cannot fix a certificate.
+    publisher = Publisher(tls_rabbit.url(), ssl=True, retry_policy={"max_retries": 10, "interval_start": 5})
+    started = time.monotonic()
     try:
-        with pytest.raises(ConnectionFailed, match="certificate verify failed"):
+        with pytest.raises(TLSError, match="certificate verify failed"):
             await publisher.publish("never sent", routing_key=unique())
     finally:
         await publisher.close()
+    assert time.monotonic() - started < 5
+    assert publisher.metrics.retried == 0
 
 
 async def test_amqps_url_without_ssl_option_verifies_too(tls_rabbit: TlsRabbit) -> None:
