@@ -140,9 +140,7 @@ async def test_innocent_publishes_survive_another_publish_channel_error(amqp_url
     assert delivered == set(range(100))
 
 
-async def test_channel_is_replaced_after_nacks(
-    amqp_url: str, broker: Broker, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_channel_is_replaced_after_nacks(amqp_url: str, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
     """After the broker nacks on a channel, the next publish runs on a new channel; the old one is closed."""
     from aiopublish import _link
 
