@@ -11,17 +11,17 @@ import asyncio
 import weakref
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
-
-import aio_pika
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
 from ._exceptions import ConnectionFailed, translate
 
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+
 __all__ = ["get_connection", "get_producer"]
 
-_Pools = dict[ConnectionParams, AbstractRobustConnection]
+_Pools = dict[ConnectionParams, "AbstractRobustConnection"]
 _connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pools] = weakref.WeakKeyDictionary()
 _producers: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, dict[tuple[ConnectionParams, bool], AbstractRobustChannel]
@@ -35,6 +35,8 @@ async def _connection_for(params: ConnectionParams) -> AbstractRobustConnection:
     connection = pool.get(params)
     if connection is not None and not connection.is_closed:
         return connection
+    import aio_pika  # here, not at module level: only these helpers need it (faster `import aiopublish`)
+
     options = dict(params.transport_options)
     try:
         connection = await aio_pika.connect_robust(
@@ -79,6 +81,8 @@ async def get_producer(
     key = (params, bool(confirms))
     channel = pool.get(key)
     if channel is None or channel.is_closed:
+        from aio_pika.abc import AbstractRobustChannel
+
         channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
         assert isinstance(channel, AbstractRobustChannel)
         pool[key] = channel
