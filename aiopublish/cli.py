@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from datetime import datetime
 from typing import IO, Any, TextIO
 
@@ -791,6 +791,16 @@ async def _run(args: argparse.Namespace) -> int:
         return await command.publish_one()
 
 
+def _run_in_event_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run the command on uvloop when it is installed (the `speed` extra), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
     parser = build_parser()
@@ -802,7 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return asyncio.run(_run(args))
+        return _run_in_event_loop(_run(args))
     except UsageError as exc:
         args.parser.print_usage(sys.stderr)
         print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)

@@ -397,3 +397,21 @@ def test_failing_lines_are_listed_as_ranges() -> None:
     """Failing line numbers are listed sorted, consecutive ones as a range."""
     assert cli._ranges([9, 1, 2, 3, 7, 10]) == "1-3, 7, 9-10"
     assert cli._ranges([5]) == "5"
+
+
+def test_cli_runs_on_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command runs on uvloop when it is installed, and on asyncio's own loop when it is not."""
+    import sys
+
+    from aiopublish import cli
+
+    seen: list[str] = []
+
+    async def record() -> int:
+        seen.append(type(asyncio.get_running_loop()).__module__)
+        return 0
+
+    assert cli._run_in_event_loop(record()) == 0
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
+    assert cli._run_in_event_loop(record()) == 0
+    assert seen[0].startswith("uvloop") and seen[1].startswith("asyncio")
