@@ -348,12 +348,6 @@ class ConfirmChannel(aiormq.Channel):
         self._returnable.clear()
         self._outbox.clear()
 
-    def channel_close_error(self) -> ChannelError | None:
-        """The broker's reason for closing this channel, if it closed it with an error."""
-        if not self.is_closed or self._closing.cancelled():
-            return None
-        return _broker_channel_error(self._closing.exception())
-
 
 def _deliver(pending: Pending, error: BaseException | None) -> None:
     """Hand a publish its outcome: None for confirmed, else the exception to raise."""

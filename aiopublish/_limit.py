@@ -35,10 +35,6 @@ class InFlightLimit:
     def used(self) -> int:
         return self.limit - self._free
 
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
-
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody queues before us."""
         if self._free > 0 and not self._waiters:

@@ -181,7 +181,10 @@ class Options:
     exchange: str = ""
     routing_key: str = ""
     headers: dict[str, Any] = field(default_factory=dict)
+    # The constructor's list extended by the call's; the link declares the constructor's part itself,
+    # so a publish only has to make sure of `call_declare` (kept apart: no per-publish scan of the rest).
     declare: tuple[Exchange | Queue, ...] = ()
+    call_declare: tuple[Exchange | Queue, ...] = ()
     use_confirms: bool = True
     delivery_mode: int = 2
     mandatory: bool = False
@@ -232,8 +235,9 @@ class Options:
             if name in ("headers", "extra_headers"):
                 continue
             if name == "declare":
-                # The per-call list extends the constructor's; the link declares the constructor's itself.
-                changes["declare"] = normalize_declare(value, "publish()")
+                call_declare = normalize_declare(value, "publish()")
+                changes["declare"] = self.declare + call_declare
+                changes["call_declare"] = call_declare
             else:
                 changes[name] = _check(name, value)
         return replace(self, **changes)

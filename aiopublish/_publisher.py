@@ -379,8 +379,8 @@ class Publisher:
     async def _attempt(self, message: Prepared, options: Options) -> None:
         link = self._link
         channel = link.ready_channel() or await link.channel()
-        if options.declare:
-            await link.ensure_declared(channel, options.declare)
+        if options.call_declare:
+            await link.ensure_declared(channel, options.call_declare)
         if link.is_blocked:
             await link.wait_unblocked()
         await channel.wait_writable()
@@ -492,8 +492,8 @@ class Publisher:
         link = self._link
         try:
             channel = link.ready_channel() or await link.channel()
-            if options.declare:
-                await link.ensure_declared(channel, options.declare)
+            if options.call_declare:
+                await link.ensure_declared(channel, options.call_declare)
         except Exception as exc:
             for index in todo:
                 errors[index] = exc

@@ -113,8 +113,6 @@ _ORJSON_OPTIONS = (
     | _orjson.OPT_PASSTHROUGH_DATACLASS
     | _orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-#: Whether the json serializer uses orjson (installed) or the standard library.
-JSON_USES_ORJSON = _orjson is not None
 
 
 def _json_dumps(payload: Any) -> bytes:
