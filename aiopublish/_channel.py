@@ -2,15 +2,21 @@
 
 aiormq's own basic_publish takes a lock, queues frames for a writer task and
 matches returns to publishes by message_id alone. Here a publish is one
-synchronous step (take the next delivery tag, write the frames), so tags always
-follow wire order, and every publish owns its pending record:
+synchronous step (take the next delivery tag, queue the frames for this
+event-loop turn's write), so tags always follow wire order, and every publish
+owns its pending record:
 
 - basic.ack settles the record (a `multiple` ack settles every tag up to it);
 - basic.return arrives before the ack of the same message and marks the record,
   matched by message_id, exchange and routing key, oldest first;
 - basic.nack fails it with UndeliverableMessage("nacked");
-- a channel or connection close fails every open record with an error that
-  says whether the broker refused that very message or the outcome is unknown.
+- a channel close fails every open record: the broker's error goes to the publish
+  that caused it and only to it (see _blame); a connection close fails them all
+  with a retriable ChannelInterrupted.
+
+After the broker's channel.close nothing more is written on the channel (the
+broker would answer a frame after our close-ok by closing the whole connection),
+and its number is not reused before it wraps around (AmqpConnection.next_channel_number).
 """
 
 from __future__ import annotations
@@ -25,25 +31,14 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from . import _wire
+from ._blame import ChannelInterrupted, Suspect, culprits, default_exchange, describe
 from ._connection import AmqpConnection
-from ._exceptions import (
-    AccessRefused,
-    ChannelError,
-    ConnectionFailed,
-    NotFound,
-    PreconditionFailed,
-    UndeliverableMessage,
-    channel_error,
-    from_channel_closed,
-)
+from ._exceptions import ChannelError, UndeliverableMessage, channel_error, from_channel_closed
+from ._options import Prepared
 
 __all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel"]
 
 log = logging.getLogger("aiopublish")
-
-
-class ChannelInterrupted(ConnectionFailed):
-    """The channel closed before this message was confirmed; the broker may or may not have it."""
 
 
 class PublishChannel(Protocol):
@@ -58,19 +53,7 @@ class PublishChannel(Protocol):
     def in_flight(self) -> int: ...
 
     def send(
-        self,
-        method_frame: bytes,
-        properties: bytes,
-        body: bytes,
-        *,
-        exchange: str,
-        routing_key: str,
-        message_id: str,
-        mandatory: bool,
-        user_id: str | None,
-        track: bool,
-        batch: Batch | None = None,
-        index: int = 0,
+        self, message: Prepared, *, track: bool, batch: Batch | None = None, index: int = 0
     ) -> asyncio.Future[None] | None: ...
 
     async def wait_writable(self) -> None: ...
@@ -108,45 +91,41 @@ class Batch:
 class Pending:
     """One publish waiting for its confirm: a future to resolve, or a slot in a Batch."""
 
-    __slots__ = ("batch", "exchange", "future", "index", "message_id", "returned", "routing_key", "user_id")
+    __slots__ = ("batch", "future", "index", "message", "returned")
 
-    def __init__(
-        self,
-        future: asyncio.Future[None] | None,
-        batch: Batch | None,
-        index: int,
-        exchange: str,
-        routing_key: str,
-        message_id: str,
-        user_id: str | None,
-    ) -> None:
+    def __init__(self, future: asyncio.Future[None] | None, batch: Batch | None, index: int, message: Prepared) -> None:
         self.future = future
         self.batch = batch
         self.index = index
-        self.exchange = exchange
-        self.routing_key = routing_key
-        self.message_id = message_id
-        self.user_id = user_id
+        self.message = message
         self.returned: tuple[int, str] | None = None
 
 
 class ConfirmChannel(aiormq.Channel):
-    """A channel in confirm mode whose publishes are tracked by aiopublish, not aiormq."""
+    """A channel in confirm mode whose publishes are tracked by aiopublish, not aiormq.
+
+    An `isolated` channel carries one publish at a time (Link.probe): any channel
+    error on it is that publish's own.
+    """
 
     connection: AmqpConnection
 
-    def __init__(self, connection: AmqpConnection, number: int) -> None:
+    def __init__(self, connection: AmqpConnection, number: int, *, isolated: bool = False) -> None:
         super().__init__(connection, number, publisher_confirms=True, on_return_raises=False)
+        self.isolated = isolated
         self._pending: dict[int, Pending] = {}
         # message_id -> delivery tags of mandatory publishes that may still come back
         self._returnable: dict[str, list[int]] = {}
         self._next_tag = 1
         self._lowest = 1  # no open record has a tag below this
+        self._written_upto = 0  # the highest delivery tag handed to the socket
         self._idle = asyncio.Event()
         self._idle.set()
         self._transport = connection.stream_writer.transport
         self._frame_max = connection.connection_tune.frame_max or 131072
         self._outbox: list[bytes] = []
+        # Set as soon as the broker's channel.close is read: from then on nothing is written.
+        self._refused = False
         # When the broker last showed progress on this channel (a confirm or return), or when
         # it went from idle to busy: a busy channel with no progress for long is likely dead.
         self._last_progress = self.loop.time()
@@ -157,15 +136,18 @@ class ConfirmChannel(aiormq.Channel):
         self._closing.add_done_callback(self._on_closed)
 
     @classmethod
-    async def open_on(cls, connection: AmqpConnection) -> ConfirmChannel:
+    async def open_on(cls, connection: AmqpConnection, *, isolated: bool = False) -> ConfirmChannel:
         """Open a new confirm-mode channel on `connection`."""
-        number = 1
-        while number in connection.channels:
-            number += 1
-        channel = cls(connection, number)
+        number = connection.next_channel_number()
+        channel = cls(connection, number, isolated=isolated)
         connection.channels[number] = channel
         await channel.open()
         return channel
+
+    @property
+    def refused(self) -> bool:
+        """True once the broker closed (or is closing) this channel: it takes no more publishes."""
+        return self._refused or self.is_closed
 
     @property
     def in_flight(self) -> int:
@@ -173,36 +155,24 @@ class ConfirmChannel(aiormq.Channel):
         return len(self._pending)
 
     def send(
-        self,
-        method_frame: bytes,
-        properties: bytes,
-        body: bytes,
-        *,
-        exchange: str,
-        routing_key: str,
-        message_id: str,
-        mandatory: bool,
-        user_id: str | None,
-        track: bool,
-        batch: Batch | None = None,
-        index: int = 0,
+        self, message: Prepared, *, track: bool, batch: Batch | None = None, index: int = 0
     ) -> asyncio.Future[None] | None:
-        """Write one publish now; return the future of its confirm when `track` is true.
+        """Queue one publish for this turn's write; return the future of its confirm when `track` is true.
 
         With a `batch`, the confirm settles entry `index` of the batch instead and
         nothing is returned.
 
-        Synchronous on purpose: taking the delivery tag and writing the frames cannot
+        Synchronous on purpose: taking the delivery tag and queueing the frames cannot
         be interleaved with another publish, so tags match the broker's count.
         """
-        if self.is_closed or self._transport.is_closing():
+        if self._refused or self._transport.is_closing() or self.is_closed:
             raise ChannelInterrupted("the channel is closed; nothing was sent")
         tag = self._next_tag
         self._next_tag = tag + 1
         if not self._outbox:
             self.loop.call_soon(self._flush)
-        self._outbox.append(method_frame)
-        self._outbox.append(_wire.content_frames(self.number, properties, body, self._frame_max))
+        self._outbox.append(_wire.method_frame(self.number, message.exchange, message.routing_key, message.mandatory))
+        self._outbox.append(_wire.content_frames(self.number, message.properties, message.body, self._frame_max))
         if not track:
             return None
         future: asyncio.Future[None] | None = None
@@ -214,17 +184,20 @@ class ConfirmChannel(aiormq.Channel):
             self._last_progress = self.loop.time()
         if not self._pending:
             self._idle.clear()
-        self._pending[tag] = Pending(future, batch, index, exchange, routing_key, message_id, user_id)
-        if mandatory:
-            self._returnable.setdefault(message_id, []).append(tag)
+        self._pending[tag] = Pending(future, batch, index, message)
+        if message.mandatory:
+            self._returnable.setdefault(message.message_id, []).append(tag)
         return future
 
     def _flush(self) -> None:
         # One write per event-loop turn for every publish made in it: far fewer syscalls.
+        if self._refused or self._transport.is_closing():
+            self._outbox.clear()
+            return
         data = b"".join(self._outbox)
         self._outbox.clear()
-        if not self._transport.is_closing():
-            self._transport.write(data)
+        self._written_upto = self._next_tag - 1
+        self._transport.write(data)
 
     async def wait_writable(self) -> None:
         """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker)."""
@@ -268,8 +241,9 @@ class ConfirmChannel(aiormq.Channel):
         pending = self._pending.pop(tag, None)
         if pending is None:
             return
-        if pending.message_id in self._returnable:
-            self._unindex_return(pending.message_id, tag)
+        message = pending.message
+        if message.mandatory:
+            self._unindex_return(message.message_id, tag)
         if tag == self._lowest:
             while self._lowest < self._next_tag and self._lowest not in self._pending:
                 self._lowest += 1
@@ -278,28 +252,10 @@ class ConfirmChannel(aiormq.Channel):
         if frame is None:
             return
         if not isinstance(frame, spec.Basic.Ack):
-            _deliver(
-                pending,
-                UndeliverableMessage(
-                    "nacked",
-                    exchange=pending.exchange,
-                    routing_key=pending.routing_key,
-                    message_id=pending.message_id,
-                ),
-            )
+            _deliver(pending, _undeliverable("nacked", message))
         elif pending.returned is not None:
             code, text = pending.returned
-            _deliver(
-                pending,
-                UndeliverableMessage(
-                    "returned",
-                    exchange=pending.exchange,
-                    routing_key=pending.routing_key,
-                    message_id=pending.message_id,
-                    reply_code=code,
-                    reply_text=text,
-                ),
-            )
+            _deliver(pending, _undeliverable("returned", message, code, text))
         else:
             _deliver(pending, None)
 
@@ -314,15 +270,16 @@ class ConfirmChannel(aiormq.Channel):
 
     async def _on_return_frame(self, frame: spec.Basic.Return) -> None:
         header = await self._Channel__get_content_header()  # type: ignore[attr-defined]
-        message: DeliveredMessage = await self._read_content(frame, header)
-        message_id = message.header.properties.message_id
+        delivered: DeliveredMessage = await self._read_content(frame, header)
+        message_id = delivered.header.properties.message_id
+        exchange = default_exchange(frame.exchange or "")
         for tag in self._returnable.get(message_id or "", ()):
             pending = self._pending.get(tag)
             if (
                 pending is not None
                 and pending.returned is None
-                and pending.exchange == frame.exchange
-                and pending.routing_key == frame.routing_key
+                and pending.message.exchange == exchange
+                and pending.message.routing_key == frame.routing_key
             ):
                 pending.returned = (frame.reply_code or 0, frame.reply_text or "")
                 return
@@ -331,22 +288,51 @@ class ConfirmChannel(aiormq.Channel):
 
     # -- closing ---------------------------------------------------------------------------
 
+    async def _on_close_frame(self, frame: spec.Channel.Close) -> None:
+        # Before aiormq queues our close-ok: a publish frame written after it would make the
+        # broker close the whole connection (504 CHANNEL_ERROR - expected 'channel.open').
+        self._refused = True
+        await super()._on_close_frame(frame)
+
     def _on_closed(self, closing: asyncio.Future[Any]) -> None:
+        self._refused = True
         reason = None if closing.cancelled() else closing.exception()
         broker_error = _broker_channel_error(reason)
-        for tag in list(self._pending):
-            pending = self._pending[tag]
+        records = list(self._pending.items())
+        for tag, _ in records:
             self._settle_tag(tag)
-            if broker_error is not None and _blames(broker_error, pending):
-                error: Exception = channel_error(broker_error.reply_code, broker_error.reply_text)
-            else:
+        # Publishes still in the write buffer never reached the broker: never the culprit.
+        sent = [pending for tag, pending in records if tag <= self._written_upto]
+        blamed: list[int] = []
+        if broker_error is not None:
+            blamed = culprits(broker_error, [pending.message for pending in sent], isolated=self.isolated)
+        outcome: dict[int, BaseException] = {}
+        if broker_error is not None and len(blamed) == 1:
+            outcome[id(sent[blamed[0]])] = channel_error(broker_error.reply_code, broker_error.reply_text)
+        elif broker_error is not None:
+            for index in blamed:
+                outcome[id(sent[index])] = Suspect(broker_error)
+        for _, pending in records:
+            error = outcome.get(id(pending))
+            if error is None:
                 error = ChannelInterrupted(
-                    "the channel closed before the broker confirmed the message "
-                    f"({_describe(reason)}); it may or may not have been stored"
+                    f"the channel closed before the broker confirmed the message ({describe(reason)}); "
+                    "it may or may not have been stored"
                 )
             _deliver(pending, error)
         self._returnable.clear()
         self._outbox.clear()
+
+
+def _undeliverable(reason: str, message: Prepared, code: int | None = None, text: str | None = None) -> Exception:
+    return UndeliverableMessage(
+        reason,
+        exchange=message.exchange,
+        routing_key=message.routing_key,
+        message_id=message.message_id,
+        reply_code=code,
+        reply_text=text,
+    )
 
 
 def _deliver(pending: Pending, error: BaseException | None) -> None:
@@ -368,19 +354,3 @@ def _broker_channel_error(reason: BaseException | None) -> ChannelError | None:
     if isinstance(reason, aiormq.exceptions.ChannelClosed) and any(reason.args):
         return from_channel_closed(reason)
     return None
-
-
-def _blames(error: ChannelError, pending: Pending) -> bool:
-    """Whether the broker's channel error was caused by this publish, judged by the reply text."""
-    text = error.reply_text or ""
-    if isinstance(error, (NotFound, AccessRefused)):
-        return f"exchange '{pending.exchange}'" in text
-    if isinstance(error, PreconditionFailed) and "user_id" in text:
-        return pending.user_id is not None and f"'{pending.user_id}'" in text
-    return True
-
-
-def _describe(reason: BaseException | None) -> str:
-    if reason is None:
-        return "closed"
-    return f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__

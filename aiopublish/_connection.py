@@ -261,6 +261,24 @@ class AmqpConnection(aiormq.Connection):
         self.login_method = login_method
         self.blocked_reason: str | None = None
         self.on_blocked: list[Callable[[AmqpConnection], None]] = []
+        self._last_channel_number = 0
+
+    def next_channel_number(self) -> int:
+        """A free channel number, counting up rather than reusing the lowest free one.
+
+        aiormq frees a number as soon as the broker's channel.close arrives, before our
+        close-ok is written: a channel reopened on that number at once could send its
+        channel.open ahead of the close-ok, which the broker answers by closing the
+        connection. Counting up leaves a just-closed number alone until the count wraps.
+        """
+        limit = (self.connection_tune.channel_max if self.connection_tune else 0) or 2047
+        number = self._last_channel_number
+        for _ in range(limit):
+            number = number % limit + 1
+            if number not in self.channels:
+                self._last_channel_number = number
+                return number
+        raise ConnectionFailed(f"all {limit} channels of the connection are in use")
 
     @property
     def is_blocked(self) -> bool:

@@ -16,6 +16,8 @@ AiopublishError                      base of everything raised here
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiormq.exceptions as amqp_errors
@@ -168,6 +170,25 @@ def translate(exc: BaseException, *, mask: Any = None) -> BaseException:
     if isinstance(exc, amqp_errors.AMQPChannelError):
         return ChannelError(None, clean(exc))
     return exc
+
+
+@contextmanager
+def mapped_errors(mask: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Inside this block, an aiormq / aio-pika / socket error surfaces as the aiopublish exception for it.
+
+    The one place the lower libraries' errors are translated (link, connection, pool).
+    The original is not chained (`from None`): its text and traceback can hold the URL
+    with its password; the translated message keeps what it says, masked.
+    """
+    try:
+        yield
+    except AiopublishError:
+        raise
+    except Exception as exc:
+        error = translate(exc, mask=mask)
+        if error is exc:
+            raise
+        raise error from None
 
 
 def is_retriable(exc: BaseException) -> bool:

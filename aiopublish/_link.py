@@ -19,18 +19,19 @@ import random
 from collections.abc import Iterable
 from typing import Protocol
 
+from ._blame import ChannelInterrupted, describe
 from ._channel import ConfirmChannel, PublishChannel
 from ._connection import AmqpConnection, ConnectionParams, mask_url
 from ._declarations import Entity, Exchange, Queue, declare, expand
 from ._exceptions import (
-    AiopublishError,
     AuthenticationError,
     ConnectionFailed,
     PublisherClosed,
     is_retriable,
-    translate,
+    mapped_errors,
 )
 from ._metrics import Metrics
+from ._options import Prepared
 from .retry import RetryPolicy
 
 __all__ = ["Link", "LinkLike"]
@@ -62,6 +63,8 @@ class LinkLike(Protocol):
 
     async def wait_unblocked(self) -> None: ...
 
+    async def probe(self, message: Prepared) -> None: ...
+
     def check_stalled(self, timeout: float) -> None: ...
 
     async def close(self, drain_timeout: float | None) -> None: ...
@@ -83,6 +86,8 @@ class Link:
         self._steps: list[Entity] = expand(declare)
         self._connection: AmqpConnection | None = None
         self._channel: ConfirmChannel | None = None
+        self._probe_channel: ConfirmChannel | None = None
+        self._probe_lock: asyncio.Lock | None = None
         self._declared: list[Entity] = []  # steps declared on the current channel
         self._open_lock = asyncio.Lock()
         self._declare_lock = asyncio.Lock()
@@ -116,7 +121,7 @@ class Link:
     def ready_channel(self) -> ConfirmChannel | None:
         """The open channel, or None when one must be opened first (no await on the hot path)."""
         channel = self._channel
-        if channel is not None and not channel.is_closed:
+        if channel is not None and not channel.refused:
             if channel.nacked and channel.loop.time() - channel.opened_at >= _NACKED_CHANNEL_MIN_AGE:
                 self._retire(channel)
                 return None
@@ -178,15 +183,8 @@ class Link:
                 return channel
             if self.closed:
                 raise PublisherClosed("the publisher is closed")
-            try:
+            with mapped_errors(self.params.mask):
                 return await self._open()
-            except AiopublishError:
-                raise
-            except Exception as exc:
-                error = translate(exc, mask=self.params.mask)
-                if error is exc:
-                    raise
-                raise error from exc
 
     async def _connect_any_node(self) -> AmqpConnection:
         """Try each node once, starting after the one last used; raise when none answers."""
@@ -246,16 +244,37 @@ class Link:
             for step in steps:
                 if step in self._declared:
                     continue
-                try:
+                with mapped_errors(self.params.mask):
                     await declare(channel, step)
-                except Exception as exc:
-                    error = translate(exc, mask=self.params.mask)
-                    if error is exc:
-                        raise
-                    raise error from exc
                 self._declared.append(step)
                 if step not in self._steps:
                     self._steps.append(step)
+
+    async def probe(self, message: Prepared) -> None:
+        """Publish `message` alone on an isolated channel and wait for its confirm.
+
+        For a publish that was in flight when the broker closed the channel for an error
+        that several publishes could have caused (see _blame): alone on its channel, an
+        error can only be its own, so it raises that error or returns once confirmed.
+        Probes take turns; the isolated channel is reopened after each error.
+        """
+        if self._probe_lock is None:
+            self._probe_lock = asyncio.Lock()
+        async with self._probe_lock:
+            channel = self._probe_channel
+            if channel is None or channel.refused:
+                connection = self._connection
+                if connection is None or connection.is_closed:
+                    raise ChannelInterrupted("the connection closed before the message could be published again")
+                with mapped_errors(self.params.mask):
+                    channel = self._probe_channel = await ConfirmChannel.open_on(connection, isolated=True)
+            future = channel.send(message, track=True)
+            assert future is not None
+            try:
+                await future
+            except asyncio.CancelledError:
+                channel.forget(future)
+                raise
 
     # -- events ------------------------------------------------------------------------------
 
@@ -277,7 +296,7 @@ class Link:
         self._unblocked.set()
         if self.closed:
             return
-        log.warning("disconnected from %s: %s", mask_url(self.node or ""), self.params.mask(_reason(reason)))
+        log.warning("disconnected from %s: %s", mask_url(self.node or ""), self.params.mask(describe(reason)))
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -300,7 +319,7 @@ class Link:
         """Wait (up to drain_timeout) for in-flight confirms, then close; always releases the socket."""
         self.closed = True
         channel, connection = self._channel, self._connection
-        self._channel = None
+        self._channel = self._probe_channel = None
         task, self._reconnect_task = self._reconnect_task, None
         try:
             background = [t for t in (task, *self._retiring) if t is not None and not t.done()]
@@ -326,10 +345,3 @@ class Link:
             self._connection = None
             if connection is not None:
                 log.info("closed the connection to %s", mask_url(self.node or ""))
-
-
-def _reason(reason: BaseException | None) -> str:
-    if reason is None:
-        return "closed"
-    text = str(reason)
-    return f"{type(reason).__name__}: {text}" if text else type(reason).__name__

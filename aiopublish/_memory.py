@@ -41,7 +41,8 @@ from pamqp import encode as pamqp_encode
 from pamqp.header import ContentHeader
 from yarl import URL
 
-from ._channel import Batch, ChannelInterrupted, PublishChannel
+from ._blame import ChannelInterrupted, facts_of
+from ._channel import Batch, PublishChannel
 from ._connection import ConnectionParams
 from ._declarations import Binding, Entity, Exchange, Queue, expand
 from ._exceptions import (
@@ -53,6 +54,7 @@ from ._exceptions import (
     UndeliverableMessage,
 )
 from ._metrics import Metrics
+from ._options import Prepared
 
 __all__ = [
     "InMemoryBroker",
@@ -957,19 +959,7 @@ class MemoryChannel:
             self.closed_by = error
 
     def send(
-        self,
-        method_frame: bytes,
-        properties: bytes,
-        body: bytes,
-        *,
-        exchange: str,
-        routing_key: str,
-        message_id: str,
-        mandatory: bool,
-        user_id: str | None,
-        track: bool,
-        batch: Batch | None = None,
-        index: int = 0,
+        self, message: Prepared, *, track: bool, batch: Batch | None = None, index: int = 0
     ) -> asyncio.Future[None] | None:
         """Publish now and settle the confirm at once: a done future when `track` (or entry `index` of `batch`).
 
@@ -982,28 +972,28 @@ class MemoryChannel:
             raise ChannelInterrupted("the channel is closed; nothing was sent")
         error: BaseException | None
         if self.closed_by is not None:
-            error = _blame(self.closed_by, exchange, user_id)
+            error = _blame(self.closed_by, message)
         else:
-            message = self.broker.receive(
-                exchange=exchange,
-                routing_key=routing_key,
-                mandatory=mandatory,
-                properties=properties,
-                body=body,
+            recorded = self.broker.receive(
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                mandatory=message.mandatory,
+                properties=message.properties,
+                body=message.body,
                 login=self.login,
             )
             error = None
-            if message.error is not None:
+            if recorded.error is not None:
                 # RabbitMQ closes the channel; the publisher opens (and declares on) a new one.
-                self.close(message.error)
-                error = _copy(message.error)
-            elif message.outcome in ("returned", "nacked"):
-                returned = message.outcome == "returned"
+                self.close(recorded.error)
+                error = _copy(recorded.error)
+            elif recorded.outcome in ("returned", "nacked"):
+                returned = recorded.outcome == "returned"
                 error = UndeliverableMessage(
-                    message.outcome,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    message_id=message_id,
+                    recorded.outcome,
+                    exchange=message.exchange,
+                    routing_key=message.routing_key,
+                    message_id=message.message_id,
                     reply_code=312 if returned else None,
                     reply_text="NO_ROUTE" if returned else None,
                 )
@@ -1031,19 +1021,13 @@ def _copy(error: ChannelError) -> ChannelError:
     return type(error)(error.reply_code, error.reply_text)
 
 
-def _blame(error: ChannelError, exchange: str, user_id: str | None) -> BaseException:
-    """The error of a publish caught in a channel the broker closed: its own if the close concerns it.
+def _blame(error: ChannelError, message: Prepared) -> BaseException:
+    """The error of a publish sent on a channel the broker already closed: its own if it would cause it.
 
-    The same judgement as the real channel's (aiopublish._channel), by the reply text.
+    The same judgement as the real channel's (aiopublish._blame), on what the error names.
     """
-    text = error.reply_text or ""
-    if isinstance(error, (NotFound, AccessRefused)):
-        concerned = f"exchange '{exchange}'" in text
-    elif isinstance(error, PreconditionFailed) and "user_id" in text:
-        concerned = user_id is not None and f"'{user_id}'" in text
-    else:
-        concerned = True
-    if concerned:
+    facts = facts_of(error)
+    if facts is None or facts.could_cause(message):
         return _copy(error)
     return ChannelInterrupted(
         f"the channel closed before the broker confirmed the message ({type(error).__name__}: {error}); "
@@ -1134,6 +1118,12 @@ class MemoryLink:
             self._declared.append(step)
             if step not in self._steps:
                 self._steps.append(step)
+
+    async def probe(self, message: Prepared) -> None:
+        """Publish `message` again on a fresh channel (the in-memory broker blames exactly: rarely used)."""
+        future = (await self.channel()).send(message, track=True)
+        if future is not None:
+            await future
 
     async def wait_unblocked(self) -> None:
         return None

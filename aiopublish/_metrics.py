@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._result import PublishResult
 
 __all__ = ["Metrics"]
 
@@ -25,3 +29,15 @@ class Metrics:
     retried: int = 0
     reconnects: int = 0
     in_flight: int = 0
+
+    def count(self, result: PublishResult) -> None:
+        """Count the outcome of one message (publish_many's results, publish()'s failures)."""
+        status = result.status
+        if status == "confirmed":
+            self.confirmed += 1
+        elif status == "returned":
+            self.returned += 1
+        elif status == "nacked":
+            self.nacked += 1
+        if result.error is not None:
+            self.failed += 1

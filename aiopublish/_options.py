@@ -161,9 +161,13 @@ def new_message_id() -> str:
     return f"{_id_prefix}-{next(_id_counter):x}"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Prepared:
-    """One message, encoded and ready for the wire, the same for every attempt of its publish."""
+    """One message, encoded and ready for the wire, the same for every attempt of its publish.
+
+    `user_id` and `expiration` are kept beside the encoded properties so a channel error
+    that names one of them can be blamed on the right publish (see _blame).
+    """
 
     exchange: str
     routing_key: str
@@ -172,6 +176,7 @@ class Prepared:
     user_id: str | None
     properties: bytes
     body: bytes
+    expiration: str | None = None
 
 
 @dataclass
@@ -263,6 +268,7 @@ class Options:
             self.user_id,
             template.encode(message_id),
             body,
+            self.expiration,
         )
 
     def _template(self, content_type: str, content_encoding: str, compression: str | None) -> _wire.PropertiesTemplate:

@@ -13,13 +13,14 @@ import enum
 import logging
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
 from . import _tracing
-from ._channel import Batch, PublishChannel
+from ._batch import prepare_batch, publish_prepared
+from ._blame import Suspect
 from ._connection import ConnectionParams, mask_url
 from ._declarations import Exchange, Queue
 from ._exceptions import (
@@ -32,7 +33,7 @@ from ._limit import InFlightLimit
 from ._link import Link, LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
-from ._wire import method_frame
+from ._result import PublishResult, result_of
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
 
 __all__ = ["PublishResult", "Publisher"]
@@ -42,25 +43,6 @@ log = logging.getLogger("aiopublish")
 _MANDATORY_WITHOUT_CONFIRMS = (
     "Mandatory delivery was requested, but unroutable messages cannot be detected without publish confirms enabled."
 )
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """The outcome of one message of publish_many().
-
-    status: "confirmed" (the broker has it), "sent" (confirms off), "returned" or
-    "nacked" (the broker refused it), or "failed" (error says why: a connection that
-    died before the confirm, a channel error, a timeout).
-    """
-
-    index: int
-    message_id: str
-    status: str
-    error: BaseException | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 # Options that differ per message: calls passing them get options of their own, never cached.
@@ -148,7 +130,7 @@ class Publisher:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
             self.max_in_flight = max_in_flight
         self._slots = InFlightLimit(self.max_in_flight)
-        self._override_cache: dict[tuple[tuple[str, Any], ...], Options] = {}
+        self._override_cache: dict[tuple[tuple[str, type, Any], ...], Options] = {}
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
@@ -225,23 +207,23 @@ class Publisher:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, payload: Any, **kwargs: Any) -> None:
+    async def publish(self, payload: Any, **kwargs: Any) -> PublishResult:
         """Publish one message; with confirms on, return once the broker has it.
 
-        Raises UndeliverableMessage (returned or nacked), a ChannelError subclass
-        (NotFound, PreconditionFailed, AccessRefused), ConnectionFailed when retries
-        ran out, PublishTimeout when `timeout` passed, TypeError/ValueError for bad
-        options and SerializationError for a payload that cannot be encoded; in the
-        last three cases nothing was sent.
+        Returns a PublishResult with the message id and status "confirmed" ("sent" with
+        confirms off). Raises UndeliverableMessage (returned or nacked), a ChannelError
+        subclass (NotFound, PreconditionFailed, AccessRefused) for this message's own
+        refusal, ConnectionFailed when retries ran out, PublishTimeout when `timeout`
+        passed, TypeError/ValueError for bad options and SerializationError for a payload
+        that cannot be encoded; in the last three cases nothing was sent.
         """
+        span = _tracing.NO_SPAN
         try:
             self._check_open()
-            if kwargs:
-                check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish()")
-            if _tracing.enabled and _tracing.active():
-                await self._publish_traced(payload, kwargs)
-                return
             options = self._options_for(kwargs) if kwargs else self._defaults
+            if _tracing.enabled and _tracing.active():
+                span = _tracing.start_publish(options.exchange, options.routing_key)
+                options = options.override({"extra_headers": span.headers()})
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
             deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
@@ -257,26 +239,33 @@ class Publisher:
                     raise self._slot_timeout(options) from None
             try:
                 message = options.prepare(payload)
+                span.set_message(message.message_id, len(message.body))
                 if options.mandatory and not options.use_confirms:
-                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=3)
+                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
                 await self._run(message, options, deadline)
             finally:
                 self._slots.release()
         except BaseException as exc:
             self._count_failure(exc)
+            span.finish(exc)
             raise
+        result = result_of(0, message.message_id, None, options.use_confirms)
+        span.finish(None, result.status)
+        return result
 
-    def _options_for(self, kwargs: dict[str, Any]) -> Options:
+    def _options_for(self, kwargs: dict[str, Any], where: str = "publish()") -> Options:
         """The options of a call with these keywords; shared between calls that pass the same simple ones.
 
         Calls that repeat `routing_key=...` or `exchange=...` then share one Options and its
         encoded-properties templates instead of building both per call (and, for publishes
-        queued past max_in_flight, holding a copy each).
+        queued past max_in_flight, holding a copy each). The key holds each value's type
+        beside it: `priority=True` and `priority=1` are equal but must not share a check.
         """
+        check_publish_kwargs(kwargs, PUBLISH_OPTIONS, where)
         if kwargs.keys() & _PER_MESSAGE_OPTIONS:
             return self._defaults.override(kwargs)
         try:
-            key = tuple(sorted(kwargs.items()))
+            key = tuple(sorted((name, type(value), value) for name, value in kwargs.items()))
             options = self._override_cache.get(key)
         except TypeError:  # an unhashable value
             return self._defaults.override(kwargs)
@@ -295,51 +284,11 @@ class Publisher:
             else:
                 self._metrics.nacked += 1
 
-    async def _wait_for_slot(self, waiter: asyncio.Future[None], options: Options) -> None:
-        """Wait in line for an in-flight slot; PublishTimeout if the publish's deadline passes first."""
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            self._slots.abandon(waiter)
-            raise
-        except TimeoutError:
-            raise self._slot_timeout(options) from None
-
     def _slot_timeout(self, options: Options) -> PublishTimeout:
         return PublishTimeout(
             f"publish did not get an in-flight slot within {options.timeout} s: "
             f"{self._slots.used} publishes are under way (max_in_flight={self._slots.limit})"
         )
-
-    async def _publish_traced(self, payload: Any, kwargs: dict[str, Any]) -> None:
-        """publish() inside an OpenTelemetry span whose context travels in the message headers."""
-        destination = self._defaults.override(kwargs) if kwargs else self._defaults
-        with _tracing.publish_span(destination.exchange, destination.routing_key) as span:
-            extra = {**(kwargs.get("extra_headers") or {}), **span.headers()}
-            options = self._defaults.override({**kwargs, "extra_headers": extra})
-            deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
-            waiter = self._slots.reserve(deadline)
-            if waiter is not None:
-                try:
-                    await self._wait_for_slot(waiter, options)
-                except PublishTimeout:
-                    span.set_outcome("failed")
-                    raise
-            try:
-                message = options.prepare(payload)
-                span.set_message(message.message_id, len(message.body))
-                if options.mandatory and not options.use_confirms:
-                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=4)
-                await self._run(message, options, deadline)
-            except UndeliverableMessage as exc:
-                span.set_outcome(exc.reason)
-                raise
-            except BaseException:
-                span.set_outcome("failed")
-                raise
-            finally:
-                self._slots.release()
-            span.set_outcome("confirmed" if options.use_confirms else "sent")
 
     async def _run(self, message: Prepared, options: Options, deadline: float | None) -> None:
         last_error: list[BaseException] = []
@@ -384,10 +333,7 @@ class Publisher:
         if link.is_blocked:
             await link.wait_unblocked()
         await channel.wait_writable()
-        await self._send(channel, message, options)
-
-    async def _send(self, channel: PublishChannel, message: Prepared, options: Options) -> None:
-        future = _write(channel, message, options.use_confirms)
+        future = channel.send(message, track=options.use_confirms)
         self._metrics.published += 1
         if future is None:
             return
@@ -397,6 +343,10 @@ class Publisher:
             # Cancelled or timed out while waiting: leave no record behind for a late confirm.
             channel.forget(future)
             raise
+        except Suspect:
+            # Another publish's channel error may be this one's: publish it again alone to know.
+            self._metrics.published += 1
+            await link.probe(message)
         self._metrics.confirmed += 1
 
     # -- batches -----------------------------------------------------------------------------
@@ -413,141 +363,29 @@ class Publisher:
 
         `routing_keys` and `headers`, when given, hold one entry per payload (headers
         are merged like `extra_headers`). Every payload is encoded before anything is
-        sent: a bad one raises (SerializationError naming its index) and nothing goes
-        out. Then the batch streams out with many confirms in flight; messages whose
-        connection died are published again under the retry policy (same message ids).
-        Returns one PublishResult per payload, in order; a failure of some never hides
-        the success of the rest. The whole call is bounded by `timeout`.
+        sent: a bad one raises (its index named) and nothing goes out. Then the batch
+        streams out with many confirms in flight; messages whose connection died are
+        published again under the retry policy (same message ids). Returns one
+        PublishResult per payload, in order; a failure of some never hides the success
+        of the rest. The whole call is bounded by `timeout`.
         """
         self._check_open()
-        if kwargs:
-            check_publish_kwargs(kwargs, PUBLISH_OPTIONS, "publish_many()")
-        options = self._options_for(kwargs) if kwargs else self._defaults
-        messages = self._prepare_batch(list(payloads), options, routing_keys, headers)
-        if any(message.mandatory for message in messages) and not options.use_confirms:
+        options = self._options_for(kwargs, "publish_many()") if kwargs else self._defaults
+        messages = prepare_batch(list(payloads), options, routing_keys, headers)
+        if options.mandatory and not options.use_confirms:
             warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-        errors: dict[int, BaseException] = {}
-        todo = list(range(len(messages)))
+        return await self._publish_prepared(messages, options)
 
-        async def attempt() -> None:
-            nonlocal todo
-            await self._send_batch(messages, todo, options, errors)
-            retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
-            if retriable:
-                todo = retriable
-                raise errors[retriable[0]]
-
-        try:
-            async with asyncio.timeout(options.timeout) as deadline:
-                if options.retry:
-                    policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(
-                        attempt, retry=is_retriable, on_retry=self._on_retry("publish_many, messages:", len(todo))
-                    )
-                else:
-                    await attempt()
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
-            if options.timeout is not None:
-                self._link.check_stalled(options.timeout)
-            for index in todo:
-                if index not in errors or is_retriable(errors[index]):
-                    errors[index] = timeout
-        except Exception:
-            pass  # every message's own error is in `errors`
-        return self._batch_results(messages, errors, options)
-
-    def _prepare_batch(
-        self,
-        payloads: list[Any],
-        options: Options,
-        routing_keys: Sequence[str] | None,
-        headers: Sequence[Mapping[str, Any] | None] | None,
-    ) -> list[Prepared]:
-        for name, values in (("routing_keys", routing_keys), ("headers", headers)):
-            if values is not None and len(values) != len(payloads):
-                raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
-        messages = []
-        for index, payload in enumerate(payloads):
-            per_message: dict[str, Any] = {}
-            if routing_keys is not None:
-                per_message["routing_key"] = routing_keys[index]
-            if headers is not None and headers[index]:
-                per_message["extra_headers"] = {**options.headers, **dict(headers[index] or {})}
-            message_options = options.override(per_message) if per_message else options
-            try:
-                messages.append(message_options.prepare(payload))
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"payload {index}: {exc}") from exc
-        return messages
-
-    async def _send_batch(
-        self, messages: list[Prepared], todo: list[int], options: Options, errors: dict[int, BaseException]
-    ) -> None:
-        """One attempt at sending `todo`: fills `errors` for those that failed, clears it for the rest."""
-        for index in todo:
-            errors.pop(index, None)
-        link = self._link
-        try:
-            channel = link.ready_channel() or await link.channel()
-            if options.call_declare:
-                await link.ensure_declared(channel, options.call_declare)
-        except Exception as exc:
-            for index in todo:
-                errors[index] = exc
-            return
-        slots = self._slots
-        batch = Batch(asyncio.get_running_loop(), slots.release)
-        track = options.use_confirms
-        try:
-            for position, index in enumerate(todo):
-                if link.is_blocked:
-                    await link.wait_unblocked()
-                if not slots.try_acquire():
-                    await slots.acquire()
-                message = messages[index]
-                try:
-                    _write(channel, message, track, batch, index)
-                except Exception as exc:
-                    slots.release()
-                    for rest in todo[position:]:
-                        errors[rest] = exc
-                    break
-                self._metrics.published += 1
-                if not track:
-                    slots.release()
-                if position % 256 == 255:
-                    await channel.wait_writable()
-            batch.seal()
-            await batch.done
-        finally:
-            errors.update(batch.errors)
-
-    def _batch_results(
-        self, messages: list[Prepared], errors: dict[int, BaseException], options: Options
-    ) -> list[PublishResult]:
-        results = []
-        metrics = self._metrics
-        ok_status = "confirmed" if options.use_confirms else "sent"
-        for index, message in enumerate(messages):
-            error = errors.get(index)
-            if error is None:
-                status = ok_status
-                metrics.confirmed += options.use_confirms
-            elif isinstance(error, UndeliverableMessage):
-                status = error.reason
-                if error.reason == "returned":
-                    metrics.returned += 1
-                else:
-                    metrics.nacked += 1
-            else:
-                status = "failed"
-            if error is not None:
-                metrics.failed += 1
-            results.append(PublishResult(index, message.message_id, status, error))
-        return results
+    async def _publish_prepared(self, messages: list[Prepared], options: Options) -> list[PublishResult]:
+        """Publish messages encoded already (publish_many, the outbox relay) under `options`."""
+        return await publish_prepared(
+            self._link,
+            self._slots,
+            self._metrics,
+            messages,
+            options,
+            self._on_retry("publish_many, messages:", len(messages)),
+        )
 
     def _on_retry(self, what: str, which: object) -> Callable[[RetryState], None]:
         """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
@@ -565,22 +403,3 @@ class Publisher:
             )
 
         return on_retry
-
-
-def _write(
-    channel: PublishChannel, message: Prepared, track: bool, batch: Batch | None = None, index: int = 0
-) -> asyncio.Future[None] | None:
-    """Write one prepared message on `channel` (see PublishChannel.send)."""
-    return channel.send(
-        method_frame(channel.number, message.exchange, message.routing_key, message.mandatory),
-        message.properties,
-        message.body,
-        exchange=message.exchange,
-        routing_key=message.routing_key,
-        message_id=message.message_id,
-        mandatory=message.mandatory,
-        user_id=message.user_id,
-        track=track,
-        batch=batch,
-        index=index,
-    )

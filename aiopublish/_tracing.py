@@ -13,8 +13,6 @@ code path: tracing then costs one attribute check per publish.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,7 +20,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer, TracerProvider
 
 try:  # the otel extra: aiopublish[otel]
-    from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
 except ImportError:  # pragma: no cover - depends on the environment
@@ -30,7 +27,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 else:
     _API = True
 
-__all__ = ["PublishSpan", "active", "enabled", "publish_span", "set_tracer_provider"]
+__all__ = ["NO_SPAN", "PublishSpan", "active", "enabled", "set_tracer_provider", "start_publish"]
 
 #: True when opentelemetry-api is installed; the publisher takes the traced path only then.
 enabled: bool = _API
@@ -123,6 +120,19 @@ class PublishSpan:
                 self._set_error_type(outcome)
             span.set_status(Status(StatusCode.ERROR, outcome))
 
+    def finish(self, exc: BaseException | None, outcome: str = "failed") -> None:
+        """End the span: with `exc`, as that failure; else with `outcome` (confirmed / sent)."""
+        span = self._span
+        if span is None:
+            return
+        if exc is None:
+            self.set_outcome(outcome)
+        else:
+            reason = getattr(exc, "reason", None)
+            self.set_outcome(reason if reason in ("returned", "nacked") else "failed")
+            self._fail(exc)
+        span.end()
+
     def _set_error_type(self, error_type: str) -> None:
         if self._span is not None and self._error_type is None:
             self._error_type = error_type
@@ -138,18 +148,14 @@ class PublishSpan:
         span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
 
-_NOOP = PublishSpan()
+#: The span of a publish that is not traced: every method does nothing.
+NO_SPAN = PublishSpan()
 
 
-@contextmanager
-def publish_span(exchange: str, routing_key: str) -> Iterator[PublishSpan]:
-    """A PRODUCER span around one publish, current while the body runs; an exception marks it an error."""
-    if not _API:  # pragma: no cover - only without the otel extra, where the publisher does not call this
-        yield PublishSpan()
-        return
-    if not active():
-        yield _NOOP
-        return
+def start_publish(exchange: str, routing_key: str) -> PublishSpan:
+    """Start the PRODUCER span of one publish (NO_SPAN when tracing is inactive); end it with finish()."""
+    if not _API or not active():
+        return NO_SPAN
     destination = exchange or DEFAULT_EXCHANGE
     attributes: dict[str, str] = {
         "messaging.system": "rabbitmq",
@@ -159,16 +165,11 @@ def publish_span(exchange: str, routing_key: str) -> Iterator[PublishSpan]:
     }
     if routing_key:
         attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
-    with _get_tracer().start_as_current_span(
+    span = _get_tracer().start_span(
         f"{destination} publish",
         kind=SpanKind.PRODUCER,
         attributes=attributes,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        publish = PublishSpan(span, otel_context.get_current())
-        try:
-            yield publish
-        except BaseException as exc:
-            publish._fail(exc)
-            raise
+    )
+    return PublishSpan(span, trace.set_span_in_context(span))

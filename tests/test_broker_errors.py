@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from aiopublish import NotFound, PreconditionFailed, Publisher, UndeliverableMessage
+from aiopublish import NotFound, PreconditionFailed, Publisher, PublishResult, UndeliverableMessage
 from tests.broker import Broker
 
 
@@ -102,7 +102,7 @@ async def test_concurrent_publishes_each_get_their_own_outcome(amqp_url: str, br
         )
     for key, result in zip(keys, results, strict=True):
         if key == "good":
-            assert result is None
+            assert isinstance(result, PublishResult) and result.status == "confirmed"
         else:
             assert isinstance(result, UndeliverableMessage) and result.reason == "returned"
     delivered = sorted(int(m.body) for m in await broker.get_all(queue))
@@ -119,7 +119,7 @@ async def test_concurrent_publishes_with_shared_message_id_are_matched(amqp_url:
         results = await asyncio.gather(
             *(publisher.publish(i, routing_key=key) for i, key in enumerate(keys)), return_exceptions=True
         )
-    assert [r is None for r in results] == [key == "good" for key in keys]
+    assert [isinstance(r, PublishResult) for r in results] == [key == "good" for key in keys]
 
 
 async def test_innocent_publishes_survive_another_publish_channel_error(amqp_url: str, broker: Broker) -> None:
@@ -135,7 +135,7 @@ async def test_innocent_publishes_survive_another_publish_channel_error(amqp_url
                 return_exceptions=True,
             )
     assert isinstance(results[50], NotFound)
-    assert all(r is None for i, r in enumerate(results) if i != 50)
+    assert all(isinstance(r, PublishResult) for i, r in enumerate(results) if i != 50)
     delivered = {int(m.body) for m in await broker.get_all(queue)}
     assert delivered == set(range(100))
 
