@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ._blame import Suspect
+from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._channel import Batch
 from ._exceptions import PublishTimeout, is_retriable
 from ._limit import InFlightLimit
@@ -68,11 +68,16 @@ async def publish_prepared(
 
     async def attempt() -> None:
         nonlocal todo
-        await _send(link, slots, metrics, messages, todo, options, errors)
-        retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
-        if retriable:
+        for _ in range(1 + BYSTANDER_REPUBLISHES):
+            await _send(link, slots, metrics, messages, todo, options, errors)
+            retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
+            if not retriable:
+                return
             todo = retriable
-            raise errors[retriable[0]]
+            # Messages caught in another's channel error go again at once; anything else waits.
+            if not options.retry or not all(isinstance(errors[i], Bystander) for i in retriable):
+                break
+        raise errors[todo[0]]
 
     try:
         async with asyncio.timeout(options.timeout) as deadline:

@@ -7,8 +7,9 @@ broker's text does not say which delivery tag it was. The text does say *what*
 was refused (an exchange name, a user_id, an expiration, a size), so:
 
 - a publish that does not carry the refused value cannot have caused it: it is
-  innocent, and fails with a retriable ChannelInterrupted (published again on a
-  new channel, or raised as such with retry off);
+  a bystander, and fails with `Bystander`, a retriable ChannelInterrupted (with
+  retry on it is published again at once on a new channel, without waiting or
+  spending an attempt; with retry off it is raised as such);
 - when exactly one publish carries it, that publish is the culprit and gets the
   broker's error;
 - when several could have caused it (or the text says nothing we can match),
@@ -27,11 +28,29 @@ from dataclasses import dataclass
 from ._exceptions import AccessRefused, ChannelError, ConnectionFailed, NotFound, PreconditionFailed
 from ._options import Prepared
 
-__all__ = ["ChannelInterrupted", "Facts", "Suspect", "culprits", "default_exchange", "describe", "facts_of"]
+__all__ = [
+    "BYSTANDER_REPUBLISHES",
+    "Bystander",
+    "ChannelInterrupted",
+    "Facts",
+    "Suspect",
+    "culprits",
+    "default_exchange",
+    "describe",
+    "facts_of",
+]
 
 
 class ChannelInterrupted(ConnectionFailed):
     """The channel closed before this message was confirmed; the broker may or may not have it (retriable)."""
+
+
+#: How often a bystander is published again at once, before the retry policy's waits apply.
+BYSTANDER_REPUBLISHES = 3
+
+
+class Bystander(ChannelInterrupted):
+    """The broker closed the channel for another publish's error; this message was not the cause."""
 
 
 class Suspect(ChannelInterrupted):

@@ -31,7 +31,7 @@ from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
 from . import _wire
-from ._blame import ChannelInterrupted, Suspect, culprits, default_exchange, describe
+from ._blame import Bystander, ChannelInterrupted, Suspect, culprits, default_exchange, describe
 from ._connection import AmqpConnection
 from ._exceptions import ChannelError, UndeliverableMessage, channel_error, from_channel_closed
 from ._options import Prepared
@@ -314,7 +314,12 @@ class ConfirmChannel(aiormq.Channel):
                 outcome[id(sent[index])] = Suspect(broker_error)
         for _, pending in records:
             error = outcome.get(id(pending))
-            if error is None:
+            if error is None and broker_error is not None:
+                error = Bystander(
+                    f"the broker closed the channel for another publish ({describe(broker_error)}) "
+                    "before confirming this message; it may or may not have been stored"
+                )
+            elif error is None:
                 error = ChannelInterrupted(
                     f"the channel closed before the broker confirmed the message ({describe(reason)}); "
                     "it may or may not have been stored"

@@ -20,7 +20,7 @@ from typing import Any
 
 from . import _tracing
 from ._batch import prepare_batch, publish_prepared
-from ._blame import Suspect
+from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._connection import ConnectionParams, mask_url
 from ._declarations import Exchange, Queue
 from ._exceptions import (
@@ -294,11 +294,20 @@ class Publisher:
         last_error: list[BaseException] = []
 
         async def attempt() -> None:
-            try:
-                await self._attempt(message, options)
-            except Exception as exc:
-                last_error[:] = [exc]
-                raise
+            republished = 0
+            while True:
+                try:
+                    await self._attempt(message, options)
+                    return
+                except Bystander as exc:
+                    # Another publish's error closed the channel: publish again at once, no attempt spent.
+                    republished += 1
+                    if not options.retry or republished > BYSTANDER_REPUBLISHES:
+                        last_error[:] = [exc]
+                        raise
+                except Exception as exc:
+                    last_error[:] = [exc]
+                    raise
 
         try:
             async with asyncio.timeout_at(deadline) as timer:
