@@ -34,12 +34,18 @@ def prepare_batch(
     options: Options,
     routing_keys: Sequence[str] | None,
     headers: Sequence[Mapping[str, Any] | None] | None,
-) -> list[Prepared]:
-    """Encode every payload (with its own routing key / headers); a bad one raises naming its index."""
+) -> tuple[list[Prepared | None], dict[int, BaseException]]:
+    """Encode every payload with its own routing key / headers, before anything is sent.
+
+    A payload, routing key or header that cannot go on the wire is refused alone: its
+    entry is None and its error (a TypeError/ValueError naming its index) is in the dict;
+    the rest of the batch goes out. Lists of the wrong length raise ValueError.
+    """
     for name, values in (("routing_keys", routing_keys), ("headers", headers)):
         if values is not None and len(values) != len(payloads):
             raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
-    messages = []
+    messages: list[Prepared | None] = []
+    refused: dict[int, BaseException] = {}
     for index, payload in enumerate(payloads):
         per_message: dict[str, Any] = {}
         if routing_keys is not None:
@@ -50,21 +56,28 @@ def prepare_batch(
             message_options = options.override(per_message) if per_message else options
             messages.append(message_options.prepare(payload))
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"payload {index}: {exc}") from exc
-    return messages
+            error = type(exc)(f"payload {index}: {exc}")
+            error.__cause__ = exc
+            refused[index] = error
+            messages.append(None)
+    return messages, refused
 
 
 async def publish_prepared(
     link: LinkLike,
     slots: InFlightLimit,
     metrics: Metrics,
-    messages: list[Prepared],
+    messages: Sequence[Prepared | None],
     options: Options,
     on_retry: Callable[[RetryState], None],
+    refused: Mapping[int, BaseException] | None = None,
 ) -> list[PublishResult]:
-    """Publish encoded messages under `options` (confirms, retry, timeout); one result per message, in order."""
-    errors: dict[int, BaseException] = {}
-    todo = list(range(len(messages)))
+    """Publish encoded messages under `options` (confirms, retry, timeout); one result per message, in order.
+
+    Entries that are None were refused before sending, with their error in `refused`.
+    """
+    errors: dict[int, BaseException] = dict(refused or {})
+    todo = [index for index, message in enumerate(messages) if message is not None]
 
     async def attempt() -> None:
         nonlocal todo
@@ -104,7 +117,7 @@ async def _send(
     link: LinkLike,
     slots: InFlightLimit,
     metrics: Metrics,
-    messages: list[Prepared],
+    messages: Sequence[Prepared | None],
     todo: list[int],
     options: Options,
     errors: dict[int, BaseException],
@@ -128,8 +141,14 @@ async def _send(
                 await link.wait_unblocked()
             if not slots.try_acquire():
                 await slots.acquire()
+            message = messages[index]
+            assert message is not None
             try:
-                channel.send(messages[index], track=track, batch=batch, index=index)
+                channel.send(message, track=track, batch=batch, index=index)
+            except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
+                slots.release()
+                errors[index] = exc
+                continue
             except Exception as exc:
                 slots.release()
                 for rest in todo[position:]:
@@ -146,8 +165,10 @@ async def _send(
         errors.update(batch.errors)
     # Publishes that may have caused another's channel error: each again alone, to find out.
     for index in [i for i in todo if isinstance(errors.get(i), Suspect)]:
+        message = messages[index]
+        assert message is not None
         try:
-            await link.probe(messages[index])
+            await link.probe(message)
         except Exception as exc:
             errors[index] = exc
         else:
@@ -156,11 +177,13 @@ async def _send(
 
 
 def _results(
-    messages: list[Prepared], errors: dict[int, BaseException], options: Options, metrics: Metrics
+    messages: Sequence[Prepared | None], errors: dict[int, BaseException], options: Options, metrics: Metrics
 ) -> list[PublishResult]:
     results = []
     for index, message in enumerate(messages):
-        result = result_of(index, message.message_id, errors.get(index), options.use_confirms)
+        # A message refused before sending never got an id of its own.
+        message_id = message.message_id if message is not None else options.message_id or ""
+        result = result_of(index, message_id, errors.get(index), options.use_confirms)
         metrics.count(result)
         results.append(result)
     return results

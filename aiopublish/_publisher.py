@@ -372,7 +372,9 @@ class Publisher:
 
         `routing_keys` and `headers`, when given, hold one entry per payload (headers
         are merged like `extra_headers`). Every payload is encoded before anything is
-        sent: a bad one raises (its index named) and nothing goes out. Then the batch
+        sent: one that cannot be (a payload the serializer refuses, a header or size
+        that cannot go on the wire) is not sent and gets a "failed" result with its
+        TypeError/ValueError, naming its index; the others go out. Then the batch
         streams out with many confirms in flight; messages whose connection died are
         published again under the retry policy (same message ids). Returns one
         PublishResult per payload, in order; a failure of some never hides the success
@@ -380,12 +382,17 @@ class Publisher:
         """
         self._check_open()
         options = self._options_for(kwargs, "publish_many()") if kwargs else self._defaults
-        messages = prepare_batch(list(payloads), options, routing_keys, headers)
+        messages, refused = prepare_batch(list(payloads), options, routing_keys, headers)
         if options.mandatory and not options.use_confirms:
             warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-        return await self._publish_prepared(messages, options)
+        return await self._publish_prepared(messages, options, refused)
 
-    async def _publish_prepared(self, messages: list[Prepared], options: Options) -> list[PublishResult]:
+    async def _publish_prepared(
+        self,
+        messages: Sequence[Prepared | None],
+        options: Options,
+        refused: Mapping[int, BaseException] | None = None,
+    ) -> list[PublishResult]:
         """Publish messages encoded already (publish_many, the outbox relay) under `options`."""
         return await publish_prepared(
             self._link,
@@ -394,6 +401,7 @@ class Publisher:
             messages,
             options,
             self._on_retry("publish_many, messages:", len(messages)),
+            refused,
         )
 
     def _on_retry(self, what: str, which: object) -> Callable[[RetryState], None]:

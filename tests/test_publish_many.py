@@ -40,13 +40,14 @@ async def test_nacks_do_not_hide_confirms(amqp_url: str, broker: Broker) -> None
     assert await broker.depth(queue) == 5
 
 
-async def test_bad_payload_sends_nothing(amqp_url: str, broker: Broker) -> None:
-    """One payload that cannot be encoded raises SerializationError naming it; no message is sent."""
+async def test_bad_payload_fails_alone(amqp_url: str, broker: Broker) -> None:
+    """One payload that cannot be encoded fails alone with SerializationError naming it; the others are sent."""
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue) as publisher:
-        with pytest.raises(SerializationError, match="payload 3"):
-            await publisher.publish_many([1, 2, 3, object(), 5])
-    assert await broker.depth(queue) == 0
+        results = await publisher.publish_many([1, 2, 3, object(), 5])
+    assert [r.status for r in results] == ["confirmed"] * 3 + ["failed", "confirmed"]
+    assert isinstance(results[3].error, SerializationError) and "payload 3" in str(results[3].error)
+    assert sorted(int(m.body) for m in await broker.get_all(queue)) == [1, 2, 3, 5]
 
 
 async def test_per_message_headers_and_options(amqp_url: str, broker: Broker) -> None:
