@@ -1,5 +1,6 @@
 """aiopublish: an asyncio publisher for RabbitMQ, modelled on nameko's, with confirms on by default."""
 
+from ._blame import ChannelInterrupted
 from ._declarations import Binding, Exchange, Queue
 from ._exceptions import (
     AccessRefused,
@@ -15,8 +16,11 @@ from ._exceptions import (
     TLSError,
     UndeliverableMessage,
 )
+from ._metrics import Metrics
 from ._pool import get_connection, get_producer
-from ._publisher import Publisher, PublishResult
+from ._publisher import Publisher
+from ._result import PublishResult, PublishStatus
+from ._types import BatchOptions, DefaultOptions, PublishOptions
 from ._serialization import register_compressor, register_serializer
 from .retry import RetryPolicy
 
@@ -24,14 +28,20 @@ __all__ = [
     "AccessRefused",
     "AiopublishError",
     "AuthenticationError",
+    "BatchOptions",
     "Binding",
     "ChannelError",
+    "ChannelInterrupted",
     "ConnectionFailed",
+    "DefaultOptions",
     "Exchange",
+    "Metrics",
     "NotFound",
     "PreconditionFailed",
     "PublishTimeout",
+    "PublishOptions",
     "PublishResult",
+    "PublishStatus",
     "Publisher",
     "PublisherClosed",
     "Queue",

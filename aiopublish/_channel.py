@@ -68,7 +68,7 @@ class Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_settle: Callable[[], None]) -> None:
         self.errors: dict[int, BaseException] = {}
-        self.remaining = 0
+        self.remaining: int = 0
         self.done: asyncio.Future[None] = loop.create_future()
         self._on_settle = on_settle
         self._sealed = False

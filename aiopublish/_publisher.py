@@ -15,8 +15,9 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from ssl import SSLContext
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, Unpack
 
 from . import _tracing
 from ._batch import prepare_batch, publish_prepared
@@ -34,11 +35,15 @@ from ._link import Link, LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
 from ._result import PublishResult, result_of
+from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
 
 __all__ = ["PublishResult", "Publisher"]
 
 log = logging.getLogger("aiopublish")
+
+#: The login methods a Publisher supports (any case).
+LoginMethod = Literal["PLAIN", "AMQPLAIN", "EXTERNAL", "plain", "amqplain", "external"]
 
 _MANDATORY_WITHOUT_CONFIRMS = (
     "Mandatory delivery was requested, but unroutable messages cannot be detected without publish confirms enabled."
@@ -86,23 +91,23 @@ class Publisher:
 
     def __init__(
         self,
-        amqp_uri: str,
+        amqp_uri: str | Sequence[str],
         use_confirms: bool | None = None,
         serializer: str | None = None,
         compression: str | None = None,
-        delivery_mode: int | str | None = None,
+        delivery_mode: DeliveryMode | None = None,
         mandatory: bool | None = None,
         priority: int | None = None,
         expiration: float | timedelta | None = None,
         declare: Sequence[Exchange | Queue] | None = None,
         retry: bool | None = None,
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
-        ssl: Any = None,
-        login_method: str | None = None,
-        transport_options: Mapping[str, Any] | None = None,
+        ssl: bool | SSLContext | Mapping[str, Any] | None = None,
+        login_method: LoginMethod | None = None,
         *,
+        transport_options: Mapping[str, Any] | None = None,
         max_in_flight: int | None = None,
-        **publish_kwargs: Any,
+        **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
         given = {
@@ -207,7 +212,7 @@ class Publisher:
 
     # -- publishing --------------------------------------------------------------------------
 
-    async def publish(self, payload: Any, **kwargs: Any) -> PublishResult:
+    async def publish(self, payload: Any, **kwargs: Unpack[PublishOptions]) -> PublishResult:
         """Publish one message; with confirms on, return once the broker has it.
 
         Returns a PublishResult with the message id and status "confirmed" ("sent" with
@@ -253,7 +258,7 @@ class Publisher:
         span.finish(None, result.status)
         return result
 
-    def _options_for(self, kwargs: dict[str, Any], where: str = "publish()") -> Options:
+    def _options_for(self, kwargs: Mapping[str, Any], where: str = "publish()") -> Options:
         """The options of a call with these keywords; shared between calls that pass the same simple ones.
 
         Calls that repeat `routing_key=...` or `exchange=...` then share one Options and its
@@ -366,7 +371,7 @@ class Publisher:
         *,
         routing_keys: Sequence[str] | None = None,
         headers: Sequence[Mapping[str, Any] | None] | None = None,
-        **kwargs: Any,
+        **kwargs: Unpack[BatchOptions],
     ) -> list[PublishResult]:
         """Publish a batch under one set of options and report each message's outcome.
 
