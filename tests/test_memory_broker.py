@@ -11,6 +11,7 @@ import pytest
 
 from aiopublish import (
     Binding,
+    ChannelError,
     Exchange,
     NotFound,
     PreconditionFailed,
@@ -367,7 +368,7 @@ async def test_exclusive_queue_goes_with_its_publisher(memory_broker: InMemoryBr
         await publisher.connect()
         assert "mine" in memory_broker.queues
         other = Publisher("memory://", declare=[Queue("mine", exclusive=True)])
-        with pytest.raises(Exception, match="RESOURCE_LOCKED"):
+        with pytest.raises(ChannelError, match="RESOURCE_LOCKED"):
             await other.connect()
         await other.close()
     assert "mine" not in memory_broker.queues
