@@ -130,6 +130,7 @@ async def test_refuse_makes_connect_fail_fast(tcp_proxy: TcpProxy, connections) 
     assert not survivor.is_closed
 
 
+@pytest.mark.slow
 async def test_go_silent_stalls_rpc_without_closing(tcp_proxy: TcpProxy, connections) -> None:
     """go_silent() makes an RPC time out while the connection stays open; later connections work again."""
     connection = await connections(tcp_proxy.url())

@@ -517,6 +517,7 @@ def test_plugin_is_loaded_from_the_entry_point(request: pytest.FixtureRequest) -
     assert plugin is not None and plugin.__name__ == "aiopublish._pytest_plugin"
 
 
+@pytest.mark.slow
 def test_fixtures_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     """In a project of its own, the fixtures work in async tests and undo themselves afterwards."""
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")

@@ -24,6 +24,7 @@ from tests.faults.scenario import Report, count_queue, every, publish_continuous
 FAST_RETRY = RetryPolicy(stop=stop_after_delay(20), wait=wait_exponential(multiplier=0.05, max=0.5))
 
 
+@pytest.mark.slow
 async def test_connection_drops_every_300ms_lose_nothing(broker: Broker, tcp_proxy: TcpProxy) -> None:
     """50 workers publish (>= 3,000 messages, >= 10 drops) while every connection drops every 0.3 s: lost = 0."""
     queue = await broker.queue()
@@ -79,6 +80,7 @@ async def test_broker_killed_and_restarted_loses_nothing(rabbit_node: RabbitNode
     assert len(report.confirmed) > 500
 
 
+@pytest.mark.slow
 async def test_silent_network_times_out_then_recovers(broker: Broker, tcp_proxy: TcpProxy) -> None:
     """A silent network makes publish raise PublishTimeout within timeout + 1 s; publishing resumes after."""
     queue = await broker.queue()
