@@ -153,13 +153,6 @@ class DeferredLink:
     def __repr__(self) -> str:
         return f"<DeferredLink {self._params.masked_url} -> {self._link!r}>"
 
-    def __getattr__(self, name: str) -> Any:
-        # For introspection only (tests, debugging: `publisher._link.connection`): any other
-        # attribute is the link's in use, or, before the first use, the scheme's own link.
-        if name.startswith("__") or "_factory" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self._link or self._default_link(), name)
-
     def _default_link(self) -> LinkLike:
         link = self._default
         if link is None:
@@ -197,6 +190,26 @@ class DeferredLink:
         link, self._link, self._override = self._link, None, None
         self.ready_channel = _no_channel
         return link
+
+    # -- for a look inside (tests, debugging); no __getattr__: it would slow every attribute here
+
+    @property
+    def current(self) -> LinkLike:
+        """The link in use, or before the first use the scheme's own link (built for the look)."""
+        return self._link or self._default_link()
+
+    @property
+    def connection(self) -> Any:
+        """The real link's connection (None before connecting, or on a link that has none)."""
+        return getattr(self.current, "connection", None)
+
+    @property
+    def connections_opened(self) -> int:
+        return int(getattr(self.current, "connections_opened", 0))
+
+    @property
+    def _declared(self) -> Any:
+        return getattr(self.current, "_declared", None)
 
     # -- LinkLike ----------------------------------------------------------------------------
 

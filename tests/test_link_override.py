@@ -178,7 +178,7 @@ async def test_a_publisher_connected_to_the_real_broker_is_left_alone(
 async def test_after_the_patch_the_next_use_follows_the_url(memory_broker: InMemoryBroker) -> None:
     """A memory://app Publisher first used inside patch_publisher() goes to memory://, then to its own URL after."""
     publisher = Publisher("memory://app", declare=[Queue("q")], routing_key="q")
-    assert publisher._link._channels_opened == 0  # type: ignore[attr-defined]  # a look at the link before use
+    assert isinstance(_link(publisher).current, MemoryLink)  # a look before use: the scheme's own link
     with patch_publisher():
         await publisher.publish("patched")
     await publisher.publish("own")
