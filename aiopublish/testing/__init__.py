@@ -100,15 +100,15 @@ def patch_publisher(url: str = "memory://") -> Iterator[InMemoryBroker]:
 
     with override_links(factory, on_forget=_detach) as override:
         broker = get_broker(url)
-        note = ""
+        notes = []
         if override.bypassed:
-            note = (
+            notes.append(
                 f"{override.bypassed} Publisher(s) created before the patch were already connected to a real "
                 "broker: they publish there, not to this in-memory broker."
             )
-            broker.notes.append(note)
+        broker.notes += notes
         try:
             yield broker
         finally:
-            if note in broker.notes:
+            for note in notes:
                 broker.notes.remove(note)
