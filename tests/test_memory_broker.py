@@ -577,3 +577,26 @@ def test_patched_broker_catches_a_module_level_publisher(pytester: pytest.Pytest
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "--timeout", "60")
     result.assert_outcomes(passed=3)
+
+
+def test_testing_package_exports_the_same_names() -> None:
+    """aiopublish.testing, now a package, still exports exactly the names the module did, each importable."""
+    import aiopublish.testing as testing
+
+    assert sorted(testing.__all__) == [
+        "InMemoryBroker",
+        "MemoryChannel",
+        "MemoryLink",
+        "Outcome",
+        "RecordedMessage",
+        "decode_payload",
+        "get_broker",
+        "headers_match",
+        "memory_link",
+        "patch_publisher",
+        "register_decoder",
+        "register_decompressor",
+        "reset",
+        "topic_matches",
+    ]
+    assert all(getattr(testing, name) is not None for name in testing.__all__)
