@@ -20,8 +20,8 @@ from ._metrics import Metrics
 from ._pool import get_connection, get_producer
 from ._publisher import Publisher
 from ._result import PublishResult, PublishStatus
-from ._types import BatchOptions, DefaultOptions, PublishOptions
 from ._serialization import register_compressor, register_serializer
+from ._types import BatchOptions, DefaultOptions, PublishOptions
 from .retry import RetryPolicy
 
 __all__ = [

@@ -45,9 +45,10 @@ _RETIRED_CHANNEL_DRAIN = 30.0
 
 
 class LinkLike(Protocol):
-    """What a Publisher needs from its link; the in-memory test broker provides the same."""
+    """What a Publisher needs from its link; the in-memory test broker provides the same (see _transports)."""
 
-    node: str | None
+    @property
+    def node(self) -> str | None: ...
 
     @property
     def is_blocked(self) -> bool: ...

@@ -31,10 +31,11 @@ from ._exceptions import (
     is_retriable,
 )
 from ._limit import InFlightLimit
-from ._link import Link, LinkLike
+from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
 from ._result import PublishResult, result_of
+from ._transports import link_for
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
 
@@ -141,12 +142,9 @@ class Publisher:
         self._state = _State.UNOPENED
 
     def _make_link(self) -> LinkLike:
-        if self._params.url.startswith("memory://"):
-            from .testing import memory_link
-
-            return memory_link(self._params, self._defaults.declare, self._metrics)
+        # Chosen by the URL's scheme, built at first use (so a test's link override still applies).
         policy = self._defaults.retry_policy or DEFAULT_RETRY_POLICY
-        return Link(self._params, self._defaults.declare, policy, self._metrics)
+        return link_for(self._params, self._defaults.declare, policy, self._metrics)
 
     def __repr__(self) -> str:
         return f"<Publisher {self._params.masked_url} {self._state.value}>"

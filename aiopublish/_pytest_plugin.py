@@ -1,8 +1,9 @@
 """aiopublish's pytest plugin (entry point pytest11): fixtures for testing code that publishes.
 
 - ``memory_broker``: a fresh `InMemoryBroker` at ``memory://``, forgotten after the test;
-- ``patched_broker``: the same, and every Publisher created during the test publishes to
-  it whatever URL it was given (see `aiopublish.testing.patch_publisher`);
+- ``patched_broker``: the same, and every Publisher first used during the test publishes
+  to it whatever URL it was given, module-level ones built at import time included; after
+  the test they forget it (see `aiopublish.testing.patch_publisher`);
 - ``instant_retries``: retries do not sleep (`aiopublish.retry.set_testing`), restored after.
 
 All are plain function-scoped fixtures: they work in sync and async tests alike. aiopublish
@@ -34,7 +35,11 @@ def memory_broker() -> Iterator[InMemoryBroker]:
 
 @pytest.fixture
 def patched_broker(memory_broker: InMemoryBroker) -> Iterator[InMemoryBroker]:
-    """memory_broker, with every Publisher created during the test pointed at it whatever its URL."""
+    """memory_broker, with every Publisher first used during the test pointed at it whatever its URL.
+
+    A Publisher already connected to a real broker when the test starts is left alone; if
+    nothing is recorded, the broker's assertion failures say how many there were.
+    """
     from aiopublish.testing import patch_publisher
 
     with patch_publisher("memory://") as broker:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiormq
+import pytest
 from aiormq.abc import DeliveredMessage
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -114,8 +115,28 @@ class Broker:
                 await self._connection.close()
 
 
-async def until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Let the event loop run until `predicate()` is true; fail after `within` seconds."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - the condition is a plain attribute, there is no event to await
-            await asyncio.sleep(0)
+async def until(
+    condition: Callable[[], bool],
+    *,
+    within: float = 10.0,
+    what: str = "the condition",
+    every: float = 0.0,
+    fail: bool = True,
+) -> bool:
+    """Re-check `condition` each time the event loop has run (or every `every` s) until it holds.
+
+    The one polling helper of the suite: for state that no event announces (a counter, a
+    proxy's connection count, a node's status). With `every` = 0 the check runs as soon as
+    the other tasks have handled what the loop delivered; give a positive `every` when the
+    condition waits for another process, to leave it the CPU. After `within` seconds the
+    test fails naming `what` (or, with fail=False, the result is False).
+    """
+    try:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - no event announces these conditions
+                await asyncio.sleep(every)
+    except TimeoutError:
+        if fail:
+            pytest.fail(f"{what} not reached within {within} s")
+        return False
+    return True

@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from aiopublish import NotFound, PreconditionFailed, Publisher, PublishResult, UndeliverableMessage
-from tests.broker import Broker
+from tests.broker import Broker, until
 
 
 async def test_mandatory_unroutable_raises_returned(amqp_url: str, broker: Broker) -> None:
@@ -26,10 +26,16 @@ async def test_mandatory_unroutable_raises_returned(amqp_url: str, broker: Broke
 
 
 async def test_not_mandatory_unroutable_is_silent(amqp_url: str, broker: Broker) -> None:
-    """mandatory=False (the default) to a missing route returns normally."""
+    """mandatory=False (the default) to a missing route is confirmed and dropped; the bound queue gets only its own."""
     exchange = await broker.exchange("direct")
+    queue = await broker.queue()
+    await broker.bind(queue, exchange, "somewhere")
     async with Publisher(amqp_url, exchange=exchange) as publisher:
         await publisher.publish("dropped", routing_key="nowhere")
+        await publisher.publish("routed", routing_key="somewhere")
+        metrics = publisher.metrics
+    assert (metrics.confirmed, metrics.returned, metrics.failed) == (2, 0, 0)
+    assert [m.body for m in await broker.get_all(queue)] == [b'"routed"']
 
 
 async def test_mandatory_without_confirms_warns_and_succeeds(amqp_url: str, broker: Broker) -> None:
@@ -64,9 +70,16 @@ async def test_missing_exchange_raises_not_found_then_recovers(amqp_url: str, br
 
 
 async def test_missing_exchange_without_confirms_does_not_raise(amqp_url: str, broker: Broker) -> None:
-    """With confirms off, publishing to a missing exchange returns normally (nothing can tell)."""
+    """With confirms off, a publish to a missing exchange returns normally; the next one goes out on a new channel."""
+    queue = await broker.queue()
     async with Publisher(amqp_url, use_confirms=False) as publisher:
+        first = publisher._link.ready_channel()
         await publisher.publish("x", exchange=broker.name("missing"))
+        assert (publisher.metrics.published, publisher.metrics.failed) == (1, 0)
+        await until(lambda: first.is_closed, what="the broker closing the channel (404)")
+        await publisher.publish("after", routing_key=queue)
+        assert publisher._link.ready_channel() is not first
+    assert [m.body for m in await broker.get_all(queue)] == [b'"after"']
 
 
 async def test_wrong_user_id_raises_precondition_failed_then_recovers(amqp_url: str, broker: Broker) -> None:

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import aiormq
@@ -34,6 +33,7 @@ import pytest
 
 from aiopublish import Publisher, Queue, RetryPolicy
 from aiopublish.retry import stop_after_delay, wait_exponential
+from tests.broker import until
 from tests.faults.scenario import Report, count_queue, publish_continuously
 
 if TYPE_CHECKING:
@@ -55,22 +55,6 @@ CONFIRMS_BETWEEN_FAULTS = 300
 
 def quorum_queue() -> Queue:
     return Queue(f"t-cluster-{uuid.uuid4().hex[:10]}", durable=True, arguments={"x-queue-type": "quorum"})
-
-
-async def reached(condition: Callable[[], bool], timeout: float) -> bool:  # noqa: ASYNC109
-    """Poll `condition` for up to `timeout` seconds; whether it came true."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
-async def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:  # noqa: ASYNC109
-    """Poll `condition`; fail the test naming `what` if it does not hold within `timeout` s."""
-    if not await reached(condition, timeout):
-        pytest.fail(f"{what}: not within {timeout} s")
 
 
 class Run:
@@ -112,14 +96,19 @@ class Run:
 
     async def confirms_flow(self, what: str, timeout: float = 60) -> None:  # noqa: ASYNC109
         target = len(self.report.confirmed) + CONFIRMS_BETWEEN_FAULTS
-        await wait_for(
-            lambda: len(self.report.confirmed) >= target, f"{CONFIRMS_BETWEEN_FAULTS} more confirms {what}", timeout
+        await until(
+            lambda: len(self.report.confirmed) >= target,
+            within=timeout,
+            what=f"{CONFIRMS_BETWEEN_FAULTS} more confirms {what}",
+            every=0.02,
         )
 
     async def moved_away(self, old: RabbitNode) -> RabbitNode:
-        await wait_for(
-            lambda: self.node is not old and self.publisher._link.ready_channel() is not None,  # type: ignore[attr-defined]
-            f"publisher moved away from {old.nodename} with a ready channel",
+        await until(
+            lambda: self.node is not old and self.publisher._link.ready_channel() is not None,
+            within=60,
+            what=f"publisher moved away from {old.nodename} with a ready channel",
+            every=0.02,
         )
         return self.node
 
@@ -239,7 +228,7 @@ async def test_queue_leader_killed_under_the_publisher(
             run.kills += 1
             second = await run.moved_away(first)
             target = len(run.report.confirmed) + CONFIRMS_BETWEEN_FAULTS
-            resumed = await reached(lambda: len(run.report.confirmed) >= target, 20)
+            resumed = await until(lambda: len(run.report.confirmed) >= target, within=20, every=0.02, fail=False)
         finally:
             await run.finish()
         nacked = publisher.metrics.nacked

@@ -12,6 +12,7 @@ import aiormq
 import pytest
 from aiormq.abc import AbstractConnection
 
+from tests.broker import until
 from tests.faults import proxy as proxy_module
 from tests.faults.proxy import TcpProxy
 from tests.faults.rabbit_node import RabbitNode, epmd_names
@@ -29,15 +30,6 @@ def _runs_in(task: asyncio.Task[object], filename: str) -> bool:
 
 def unique(what: str = "q") -> str:
     return f"t-fault-{what}-{uuid.uuid4().hex[:10]}"
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:  # noqa: ASYNC109
-    """Poll `condition` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 async def closed_within(connection: AbstractConnection, seconds: float) -> None:
@@ -82,7 +74,7 @@ async def test_proxy_forwards_amqp(tcp_proxy: TcpProxy, connections) -> None:
     assert tcp_proxy.connections_total == 1
     assert tcp_proxy.active_connections == 1
     await connection.close()
-    await until(lambda: tcp_proxy.active_connections == 0, what="proxy sees the close")
+    await until(lambda: tcp_proxy.active_connections == 0, within=5, what="proxy sees the close")
 
 
 async def test_proxy_forwards_large_bodies_both_ways(tcp_proxy: TcpProxy, connections) -> None:
@@ -138,6 +130,7 @@ async def test_refuse_makes_connect_fail_fast(tcp_proxy: TcpProxy, connections) 
     assert not survivor.is_closed
 
 
+@pytest.mark.slow
 async def test_go_silent_stalls_rpc_without_closing(tcp_proxy: TcpProxy, connections) -> None:
     """go_silent() makes an RPC time out while the connection stays open; later connections work again."""
     connection = await connections(tcp_proxy.url())
@@ -174,7 +167,7 @@ async def test_proxy_stop_leaves_no_task_or_connection(connections) -> None:
     proxy.go_silent(False)
     proxy.go_silent()
     _, silent_writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    await until(lambda: proxy.active_connections == 2, what="both connections accepted")
+    await until(lambda: proxy.active_connections == 2, within=5, what="both connections accepted")
     proxy.refuse()
     proxy.refuse(False)  # leaves a server start in flight for stop() to handle
 

@@ -11,6 +11,7 @@ import pytest
 
 from aiopublish import (
     Binding,
+    ChannelError,
     Exchange,
     NotFound,
     PreconditionFailed,
@@ -367,7 +368,7 @@ async def test_exclusive_queue_goes_with_its_publisher(memory_broker: InMemoryBr
         await publisher.connect()
         assert "mine" in memory_broker.queues
         other = Publisher("memory://", declare=[Queue("mine", exclusive=True)])
-        with pytest.raises(Exception, match="RESOURCE_LOCKED"):
+        with pytest.raises(ChannelError, match="RESOURCE_LOCKED"):
             await other.connect()
         await other.close()
     assert "mine" not in memory_broker.queues
@@ -482,11 +483,19 @@ async def test_patch_publisher_redirects_any_url(memory_broker: InMemoryBroker) 
     """Inside patch_publisher a Publisher with an amqp:// URL publishes to the in-memory broker."""
     with patch_publisher() as broker:
         publisher = Publisher("amqp://app:secret@rabbit.invalid:5672/", declare=[Queue("q")], routing_key="q")
+        async with publisher:
+            await publisher.publish("x", user_id="app")
     assert broker is memory_broker
-    async with publisher:
-        await publisher.publish("x", user_id="app")
     assert memory_broker.assert_published_once(queue="q").properties["user_id"] == "app"
-    assert type(Publisher("amqp://localhost/")._link).__name__ == "Link"
+
+
+def test_patch_publisher_refuses_a_url_that_is_not_memory() -> None:
+    """patch_publisher("amqp://...") fails at once, naming the URL."""
+    with (
+        pytest.raises(ValueError, match="an in-memory broker needs a memory:// URL, not 'amqp://x/'"),
+        patch_publisher("amqp://x/"),
+    ):
+        pass
 
 
 async def test_patched_broker_fixture(patched_broker: InMemoryBroker) -> None:
@@ -508,6 +517,7 @@ def test_plugin_is_loaded_from_the_entry_point(request: pytest.FixtureRequest) -
     assert plugin is not None and plugin.__name__ == "aiopublish._pytest_plugin"
 
 
+@pytest.mark.slow
 def test_fixtures_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     """In a project of its own, the fixtures work in async tests and undo themselves afterwards."""
     pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
@@ -534,3 +544,59 @@ def test_fixtures_in_a_fresh_project(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=2)
     fixtures = pytester.runpytest_subprocess("--fixtures", "-p", "no:cacheprovider")
     fixtures.stdout.fnmatch_lines(["*memory_broker*", "*patched_broker*", "*instant_retries*"])
+
+
+def test_patched_broker_catches_a_module_level_publisher(pytester: pytest.Pytester) -> None:
+    """A Publisher built when the app module is imported publishes to patched_broker, and forgets it after each test."""
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(
+        app="""
+        from aiopublish import Publisher, Queue
+
+        # As application code does it: built at import time, with a URL nothing answers at.
+        publisher = Publisher("amqp://guest:guest@rabbit.invalid/", declare=[Queue("orders")], routing_key="orders")
+
+        async def place_order(number):
+            await publisher.publish({"order": number})
+        """,
+        test_app="""
+        import app
+
+        async def test_first(patched_broker):
+            await app.place_order(1)
+            patched_broker.assert_published_once(queue="orders", payload={"order": 1})
+
+        async def test_second_gets_a_fresh_link(patched_broker):
+            assert app.publisher._link.resolved is None
+            await app.place_order(2)
+            patched_broker.assert_published_once(queue="orders", payload={"order": 2})
+
+        def test_forgotten_after_the_fixture():
+            assert app.publisher._link.resolved is None
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "--timeout", "60")
+    result.assert_outcomes(passed=3)
+
+
+def test_testing_package_exports_the_same_names() -> None:
+    """aiopublish.testing, now a package, still exports exactly the names the module did, each importable."""
+    import aiopublish.testing as testing
+
+    assert sorted(testing.__all__) == [
+        "InMemoryBroker",
+        "MemoryChannel",
+        "MemoryLink",
+        "Outcome",
+        "RecordedMessage",
+        "decode_payload",
+        "get_broker",
+        "headers_match",
+        "memory_link",
+        "patch_publisher",
+        "register_decoder",
+        "register_decompressor",
+        "reset",
+        "topic_matches",
+    ]
+    assert all(getattr(testing, name) is not None for name in testing.__all__)

@@ -13,7 +13,7 @@ import time
 import aiormq
 import pytest
 
-from aiopublish import ConnectionFailed, Publisher, PublishTimeout, Queue, RetryPolicy
+from aiopublish import ConnectionFailed, Publisher, PublisherClosed, PublishTimeout, Queue, RetryPolicy
 from aiopublish.retry import stop_after_delay, wait_exponential
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
@@ -24,6 +24,7 @@ from tests.faults.scenario import Report, count_queue, every, publish_continuous
 FAST_RETRY = RetryPolicy(stop=stop_after_delay(20), wait=wait_exponential(multiplier=0.05, max=0.5))
 
 
+@pytest.mark.slow
 async def test_connection_drops_every_300ms_lose_nothing(broker: Broker, tcp_proxy: TcpProxy) -> None:
     """50 workers publish (>= 3,000 messages, >= 10 drops) while every connection drops every 0.3 s: lost = 0."""
     queue = await broker.queue()
@@ -79,6 +80,7 @@ async def test_broker_killed_and_restarted_loses_nothing(rabbit_node: RabbitNode
     assert len(report.confirmed) > 500
 
 
+@pytest.mark.slow
 async def test_silent_network_times_out_then_recovers(broker: Broker, tcp_proxy: TcpProxy) -> None:
     """A silent network makes publish raise PublishTimeout within timeout + 1 s; publishing resumes after."""
     queue = await broker.queue()
@@ -162,13 +164,23 @@ async def test_cancelled_close_still_releases_the_socket(broker: Broker, tcp_pro
     tcp_proxy.go_silent(True)
     stuck = asyncio.create_task(publisher.publish("stuck", timeout=30))
     await until(lambda: publisher.in_flight == 1)
+    channel = publisher._link.ready_channel()
+    draining = asyncio.Event()
+    wait_idle = channel.wait_idle
+
+    async def announced_wait_idle() -> None:
+        draining.set()
+        await wait_idle()
+
+    channel.wait_idle = announced_wait_idle  # close() waits here for the unconfirmed publish
     closing = asyncio.create_task(publisher.close())
-    await asyncio.sleep(0.1)  # let close() start waiting for the unconfirmed publish
+    await draining.wait()
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
     assert connection.stream_writer.transport.is_closing()
-    with pytest.raises(Exception):  # noqa: B017 - the stuck publish fails with whatever the dead link gives
+    # Its channel died with the socket; the retry finds the publisher closed.
+    with pytest.raises(PublisherClosed, match="the publisher is closed"):
         await stuck
 
 

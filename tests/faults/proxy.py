@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from types import TracebackType
 from urllib.parse import quote
+
+from tests.broker import until
 
 __all__ = ["TcpProxy"]
 
@@ -194,12 +195,12 @@ class TcpProxy:
         return self._silent
 
     async def wait_active(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
-        """Poll until exactly ``count`` connections are active; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout
-        while self.active_connections != count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self.active_connections} active connections, expected {count}")
-            await asyncio.sleep(0.01)
+        """Wait until exactly ``count`` connections are active; fail the test otherwise."""
+        await until(
+            lambda: self.active_connections == count,
+            within=timeout,
+            what=f"exactly {count} active connections",
+        )
 
     # -- fault controls ---------------------------------------------------------------
 
