@@ -195,6 +195,7 @@ class ConfirmChannel(aiormq.Channel):
         Synchronous on purpose: taking the delivery tag and writing the frames cannot
         be interleaved with another publish, so tags match the broker's count.
         """
+        _wire.check_content_header(properties, self._frame_max)  # ValueError before anything is written
         if self.is_closed or self._transport.is_closing():
             raise ChannelInterrupted("the channel is closed; nothing was sent")
         tag = self._next_tag
