@@ -43,6 +43,57 @@ def mask_url(url: str | URL) -> str:
     return str(parsed)
 
 
+def _node_urls(amqp_uri: object) -> tuple[str, ...]:
+    if isinstance(amqp_uri, str):
+        urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
+    elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
+        urls = tuple(amqp_uri)
+    else:
+        # Not the value itself: a list of URLs would show their passwords.
+        kinds = sorted({type(u).__name__ for u in amqp_uri}) if isinstance(amqp_uri, Sequence) else []
+        held = f" holding {', '.join(kinds)}" if kinds else ""
+        raise TypeError(
+            "amqp_uri must be a URL, a comma-separated str of URLs or a list of them, "
+            f"not a {type(amqp_uri).__name__}{held}"
+        )
+    if not urls:
+        raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
+    return tuple(_node_url(url) for url in urls)
+
+
+def _login_method(login_method: object) -> str | None:
+    if login_method is None:
+        return None
+    if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
+        raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
+    return login_method.upper()
+
+
+def _ssl_value(ssl: object) -> bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None:
+    if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
+        return ssl
+    if isinstance(ssl, Mapping):
+        unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
+        if unknown:
+            raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
+        return tuple(sorted(ssl.items()))
+    raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
+
+
+def _transport(transport_options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    options = dict(transport_options or {})
+    unknown = set(options) - set(_TRANSPORT_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
+        )
+    if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
+        raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
+    if "client_properties" in options:
+        options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
+    return tuple(sorted(options.items()))
+
+
 # kombu's names for an AMQP broker (nameko's usual AMQP_URI is "pyamqp://guest:guest@localhost"):
 # the same connection as amqp://, with the defaults kombu applies (see _node_url).
 _KOMBU_SCHEMES = ("pyamqp", "librabbitmq")
@@ -133,43 +184,8 @@ class ConnectionParams:
         login_method: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
     ) -> ConnectionParams:
-        """Validate the arguments; raise TypeError/ValueError naming what is wrong."""
-        if isinstance(amqp_uri, str):
-            urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
-        elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
-            urls = tuple(amqp_uri)
-        else:
-            raise TypeError(
-                f"amqp_uri must be a URL, a comma-separated str of URLs or a list of them, not {amqp_uri!r}"
-            )
-        if not urls:
-            raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
-        urls = tuple(_node_url(url) for url in urls)
-        if login_method is not None:
-            if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
-                raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
-            login_method = login_method.upper()
-        ssl_value: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None
-        if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
-            ssl_value = ssl
-        elif isinstance(ssl, Mapping):
-            unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
-            if unknown:
-                raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
-            ssl_value = tuple(sorted(ssl.items()))
-        else:
-            raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
-        options = dict(transport_options or {})
-        unknown = set(options) - set(_TRANSPORT_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
-            )
-        if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
-            raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
-        if "client_properties" in options:
-            options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
-        return cls(urls, ssl_value, login_method, tuple(sorted(options.items())))
+        """Validate the arguments; raise TypeError/ValueError naming what is wrong (never a password)."""
+        return cls(_node_urls(amqp_uri), _ssl_value(ssl), _login_method(login_method), _transport(transport_options))
 
     @property
     def url(self) -> str:

@@ -302,3 +302,11 @@ async def test_kombu_urls_publish_to_the_broker(broker: Broker, amqp_url: str) -
         async with Publisher(url, routing_key=queue, retry=False) as publisher:
             await publisher.publish(url)
     assert [m.body.decode() for m in await broker.get_all(queue)] == [f'"{url}"' for url in urls]
+
+
+def test_list_with_a_non_url_never_shows_the_others() -> None:
+    """A list of URLs holding a non-str is a TypeError naming types, not the URLs and their passwords."""
+    urls = ["amqp://guest:S3cr3t@127.0.0.1/", None]
+    with pytest.raises(TypeError, match="not a list holding NoneType, str") as caught:
+        Publisher(urls)  # type: ignore[arg-type]
+    assert "S3cr3t" not in _chain(caught.value)
