@@ -510,6 +510,10 @@ class Publisher:
                 message = messages[index]
                 try:
                     _write(channel, message, track, batch, index)
+                except ValueError as exc:  # this message alone cannot go (properties over frame_max)
+                    slots.release()
+                    errors[index] = exc
+                    continue
                 except Exception as exc:
                     slots.release()
                     for rest in todo[position:]:
