@@ -344,3 +344,18 @@ async def test_bad_header_among_500_good_ones(broker: Broker, amqp_url: str) -> 
     assert "max_message_size is 3" in str(failed[380])
     ids = [m.header.properties.message_id for m in await broker.get_all(queue)]
     assert sorted(ids) == sorted(f"m-{i}" for i in range(503) if i not in bad)
+
+
+async def test_publish_many_header_over_frame_max_fails_alone(broker: Broker, amqp_url: str) -> None:
+    """In publish_many, one message whose headers exceed frame_max fails with ValueError; the other 499 arrive."""
+    queue = await broker.queue()
+    headers: list[dict[str, Any] | None] = [{"i": i} for i in range(500)]
+    headers[250] = {"pad": "x" * 200_000}
+    async with Publisher(amqp_url, routing_key=queue) as publisher:
+        results = await publisher.publish_many(range(500), headers=headers)
+        assert publisher.metrics.reconnects == 0
+    failed = [r for r in results if not r.ok]
+    assert [r.index for r in failed] == [250]
+    assert isinstance(failed[0].error, ValueError) and "frame_max" in str(failed[0].error)
+    ids = {m.header.properties.message_id for m in await broker.get_all(queue)}
+    assert ids == {r.message_id for r in results if r.ok} and len(ids) == 499
