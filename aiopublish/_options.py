@@ -302,7 +302,11 @@ class Options:
         return replace(self, **changes)
 
     def prepare(self, payload: Any) -> Prepared:
-        """Serialize, compress and build the properties. Raises SerializationError; nothing is sent."""
+        """Serialize, compress and build the properties; nothing is sent.
+
+        Raises SerializationError (the payload), ValueError (a body over max_message_size) and
+        TypeError/ValueError naming a header or property that cannot be encoded.
+        """
         content_type, content_encoding, body = encode_body(
             payload, self.serializer, self.content_type, self.content_encoding
         )

@@ -155,11 +155,14 @@ def field_table(table: Mapping[str, Any], what: str = "headers") -> bytes:
 
 
 def _table(table: Mapping[Any, Any]) -> bytes:
-    out = []
+    out: list[bytes] = []
+    append = out.append
+    encoders = _ENCODERS
     for key, value in table.items():
-        out.append(_key(key))
+        append(_key(key))
+        encode = encoders.get(type(value), _item)
         try:
-            out.append(_item(value))
+            append(encode(value))
         except _Refused as refused:
             refused.path.append(f"[{key!r}]")
             raise
@@ -167,10 +170,8 @@ def _table(table: Mapping[Any, Any]) -> bytes:
 
 
 def _key(key: Any) -> bytes:
-    if not isinstance(key, str):
-        raise _Refused(TypeError, f"has a key {key!r} of type {type(key).__name__}: AMQP table keys must be str")
     try:
-        raw = key.encode("utf-8")
+        raw = key.encode("utf-8") if type(key) is str else _odd_key(key)
     except UnicodeEncodeError:
         raise _Refused(ValueError, f"has a key {key!r} that is not valid UTF-8 text") from None
     if len(raw) > _MAX_KEY_BYTES:
@@ -181,11 +182,17 @@ def _key(key: Any) -> bytes:
     return bytes((len(raw),)) + raw
 
 
+def _odd_key(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise _Refused(TypeError, f"has a key {key!r} of type {type(key).__name__}: AMQP table keys must be str")
+    return key.encode("utf-8")  # a str subclass
+
+
 def _array(values: list[Any] | tuple[Any, ...]) -> bytes:
     out = []
     for index, value in enumerate(values):
         try:
-            out.append(_item(value))
+            out.append(_ENCODERS.get(type(value), _item)(value))
         except _Refused as refused:
             refused.path.append(f"[{index}]")
             raise
@@ -203,7 +210,9 @@ def _str(value: str) -> bytes:
         raw = value.encode("utf-8")
     except UnicodeEncodeError:
         raise _Refused(ValueError, "is not valid UTF-8 text (it holds a lone surrogate)") from None
-    return b"S" + _long_prefixed(raw)
+    if len(raw) > _MAX_LONG:
+        raise _Refused(ValueError, f"is {len(raw)} bytes long; an AMQP long string holds at most 2**32-1")
+    return b"S" + _u32.pack(len(raw)) + raw
 
 
 def _bytes(value: bytes) -> bytes:
@@ -295,19 +304,15 @@ _BY_ISINSTANCE: tuple[tuple[type | tuple[type, ...], Callable[[Any], bytes]], ..
 
 
 def _item(value: Any) -> bytes:
-    encode = _ENCODERS.get(type(value))
-    if encode is None:
-        for kind, encoder in _BY_ISINSTANCE:
-            if isinstance(value, kind):
-                encode = encoder
-                break
-        else:
-            raise _Refused(
-                TypeError,
-                f"is a {type(value).__name__}: AMQP headers hold str, bytes, bool, int, float, Decimal, "
-                "datetime, None, and dicts and lists of these",
-            )
-    return encode(value)
+    """A value of no exact type in _ENCODERS: a subclass (IntEnum, OrderedDict, ...) or refused."""
+    for kind, encoder in _BY_ISINSTANCE:
+        if isinstance(value, kind):
+            return encoder(value)
+    raise _Refused(
+        TypeError,
+        f"is a {type(value).__name__}: AMQP headers hold str, bytes, bool, int, float, Decimal, "
+        "datetime, None, and dicts and lists of these",
+    )
 
 
 # -- properties --------------------------------------------------------------------------------

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import enum
 import math
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import amqp
@@ -359,3 +362,54 @@ async def test_publish_many_header_over_frame_max_fails_alone(broker: Broker, am
     assert isinstance(failed[0].error, ValueError) and "frame_max" in str(failed[0].error)
     ids = {m.header.properties.message_id for m in await broker.get_all(queue)}
     assert ids == {r.message_id for r in results if r.ok} and len(ids) == 499
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+class Text(str):
+    pass
+
+
+def _self_referencing() -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    table["me"] = table
+    return table
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    table: dict[str, Any] = {"leaf": 1}
+    for _ in range(levels):
+        table = {"t": table}
+    return table
+
+
+ODD_VALUES: list[tuple[str, Any]] = [
+    ("object", object()),
+    ("complex", 1j),
+    ("fraction", Fraction(1, 3)),
+    ("bytearray", bytearray(b"x")),
+    ("memoryview", memoryview(b"x")),
+    ("float subclass NaN", type("F", (float,), {})(math.nan)),
+    ("self-referencing table", _self_referencing()),
+    ("10,000 levels deep", _deep(10_000)),
+    ("OrderedDict with an int key", OrderedDict([(1, "x")])),
+    ("str subclass key over 128 bytes", {Text("k" * 200): 1}),
+    ("datetime.min aware east of UTC", datetime.min.replace(tzinfo=EAST)),
+    ("type", int),
+]
+
+
+@pytest.mark.parametrize("value", [v[1] for v in ODD_VALUES], ids=[v[0] for v in ODD_VALUES])
+def test_odd_values_raise_only_type_or_value_errors(value: Any) -> None:
+    """Whatever the value, a refusal is a TypeError or ValueError naming headers, never another exception."""
+    with pytest.raises((TypeError, ValueError), match="headers") as caught:
+        field_table({"v": value})
+    assert type(caught.value) in (TypeError, ValueError)
+
+
+def test_subclasses_encode_like_their_base() -> None:
+    """IntEnum, str subclasses and OrderedDict encode as int, str and table, as py-amqp encodes them."""
+    table = {Text("k"): Text("v"), "c": Colour.RED, "o": OrderedDict(a="b")}
+    assert field_table(table) == amqp_dumps("F", [{"k": "v", "c": 1, "o": {"a": "b"}}])
