@@ -147,7 +147,7 @@ async def _send(
                 channel.send(message, track=track, batch=batch, index=index)
             except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
                 slots.release()
-                errors[index] = exc
+                errors[index] = type(exc)(f"payload {index}: {exc}")
                 continue
             except Exception as exc:
                 slots.release()

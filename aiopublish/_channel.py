@@ -165,6 +165,7 @@ class ConfirmChannel(aiormq.Channel):
         Synchronous on purpose: taking the delivery tag and queueing the frames cannot
         be interleaved with another publish, so tags match the broker's count.
         """
+        _wire.check_content_header(message.properties, self._frame_max)  # ValueError before anything is written
         if self._refused or self._transport.is_closing() or self.is_closed:
             raise ChannelInterrupted("the channel is closed; nothing was sent")
         tag = self._next_tag

@@ -43,6 +43,127 @@ def mask_url(url: str | URL) -> str:
     return str(parsed)
 
 
+def _node_urls(amqp_uri: object) -> tuple[str, ...]:
+    if isinstance(amqp_uri, str):
+        urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
+    elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
+        urls = tuple(amqp_uri)
+    else:
+        # Not the value itself: a list of URLs would show their passwords.
+        kinds = sorted({type(u).__name__ for u in amqp_uri}) if isinstance(amqp_uri, Sequence) else []
+        held = f" holding {', '.join(kinds)}" if kinds else ""
+        raise TypeError(
+            "amqp_uri must be a URL, a comma-separated str of URLs or a list of them, "
+            f"not a {type(amqp_uri).__name__}{held}"
+        )
+    if not urls:
+        raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
+    return tuple(_node_url(url) for url in urls)
+
+
+def _login_method(login_method: object) -> str | None:
+    if login_method is None:
+        return None
+    if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
+        raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
+    return login_method.upper()
+
+
+def _ssl_value(ssl: object) -> bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None:
+    if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
+        return ssl
+    if isinstance(ssl, Mapping):
+        unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
+        if unknown:
+            raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
+        return tuple(sorted(ssl.items()))
+    raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
+
+
+def _transport(transport_options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    options = dict(transport_options or {})
+    unknown = set(options) - set(_TRANSPORT_OPTIONS)
+    if unknown:
+        raise ValueError(
+            f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
+        )
+    if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
+        raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
+    if "client_properties" in options:
+        options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
+    return tuple(sorted(options.items()))
+
+
+# kombu's names for an AMQP broker (nameko's usual AMQP_URI is "pyamqp://guest:guest@localhost"):
+# the same connection as amqp://, with the defaults kombu applies (see _node_url).
+_KOMBU_SCHEMES = ("pyamqp", "librabbitmq")
+_SCHEMES = ("amqp", "amqps", "memory", *_KOMBU_SCHEMES)
+_QUOTE_HINT = "percent-quote them, e.g. urllib.parse.quote(password, safe='')"
+
+
+def _node_url(url: str) -> str:
+    """One node's URL as aiopublish connects to it; ValueError that never shows its password.
+
+    A password holding an unquoted '/', '#', '?' or '@' makes the URL mean something else
+    (yarl then reads part of the password as the port, or as the host and vhost): refused,
+    with the URL shown up to its last '@' masked. The error is raised outside any `except`
+    block, so not even its __context__ holds the parser's message.
+    """
+    problem = _url_problem(url)
+    if problem is not None:
+        raise ValueError(f"amqp_uri {_redacted(url)!r} {problem}")
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in _KOMBU_SCHEMES:
+        # kombu: pyamqp://host is amqp://guest:guest@host:5672/ (TLS through ssl=, on 5671), and
+        # pyamqp:// alone is localhost. aiormq already defaults the login to guest:guest, the port
+        # by scheme and an empty vhost to "/"; the rest of the URL is kept exactly as written.
+        authority_end = _authority_end(rest)
+        login, at, host = rest[:authority_end].rpartition("@")
+        if not host or host.startswith(":"):
+            host = "localhost" + host
+        return f"amqp://{login}{at}{host}{rest[authority_end:]}"
+    return url
+
+
+def _authority_end(rest: str) -> int:
+    """Where the user:password@host:port part of a URL (without its scheme://) ends."""
+    return min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+
+
+def _url_problem(url: str) -> str | None:
+    """What is wrong with `url`, in words that do not quote it, or None."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or scheme.lower() not in _SCHEMES:
+        return "must start with amqp:// or amqps:// (or kombu's pyamqp:// or librabbitmq://)"
+    if "@" in rest[_authority_end(rest) :]:
+        return f"has an '@' after a '/', '?' or '#' (if the password or vhost holds these: {_QUOTE_HINT})"
+    try:
+        parsed = URL(url)
+        # yarl parses lazily: touch every part now so that no later access raises.
+        _ = (parsed.host, parsed.port, parsed.user, parsed.password, parsed.path, parsed.query)
+    except Exception:  # whatever the parser raises, its text may hold the password
+        return f"cannot be parsed as a URL (if a password or vhost holds '/', '#', '?', '@' or '%': {_QUOTE_HINT})"
+    return None
+
+
+def _redacted(url: str) -> str:
+    """`url` with everything before its last '@' (where any password is) hidden.
+
+    Without an '@', a non-numeric "port" is hidden too: "amqp://guest:S3cr3t" is a login
+    whose "@host" was forgotten, not a host and a port.
+    """
+    head, at, tail = url.rpartition("@")
+    if at:
+        scheme, separator, _ = head.partition("://")
+        return f"{scheme}://{_MASK}@{tail}" if separator else f"{_MASK}@{tail}"
+    scheme, separator, rest = url.partition("://")
+    end = _authority_end(rest)
+    host, colon, port = rest[:end].rpartition(":")
+    if colon and not port.isdigit() and not port.endswith("]"):
+        return f"{scheme}{separator}{host}:{_MASK}{rest[end:]}"
+    return url
+
+
 @dataclass(frozen=True)
 class ConnectionParams:
     """Everything needed to open a connection; equal params share a pooled connection.
@@ -63,45 +184,8 @@ class ConnectionParams:
         login_method: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
     ) -> ConnectionParams:
-        """Validate the arguments; raise TypeError/ValueError naming what is wrong."""
-        if isinstance(amqp_uri, str):
-            urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
-        elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
-            urls = tuple(amqp_uri)
-        else:
-            raise TypeError(
-                f"amqp_uri must be a URL, a comma-separated str of URLs or a list of them, not {amqp_uri!r}"
-            )
-        if not urls:
-            raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
-        for url in urls:
-            if URL(url).scheme not in ("amqp", "amqps", "memory"):
-                raise ValueError(f"amqp_uri must start with amqp:// or amqps://, not {mask_url(url)!r}")
-        if login_method is not None:
-            if not isinstance(login_method, str) or login_method.upper() not in LOGIN_METHODS:
-                raise ValueError(f"login_method must be one of {', '.join(LOGIN_METHODS)}, not {login_method!r}")
-            login_method = login_method.upper()
-        ssl_value: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None
-        if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
-            ssl_value = ssl
-        elif isinstance(ssl, Mapping):
-            unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
-            if unknown:
-                raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
-            ssl_value = tuple(sorted(ssl.items()))
-        else:
-            raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
-        options = dict(transport_options or {})
-        unknown = set(options) - set(_TRANSPORT_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
-            )
-        if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
-            raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
-        if "client_properties" in options:
-            options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
-        return cls(urls, ssl_value, login_method, tuple(sorted(options.items())))
+        """Validate the arguments; raise TypeError/ValueError naming what is wrong (never a password)."""
+        return cls(_node_urls(amqp_uri), _ssl_value(ssl), _login_method(login_method), _transport(transport_options))
 
     @property
     def url(self) -> str:

@@ -9,16 +9,15 @@ byte is sent, and a bad value raises TypeError/ValueError naming the option.
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
 from itertools import count
 from typing import Any
 
 from . import _wire
 from ._declarations import Exchange, Queue, normalize_declare
+from ._durations import seconds
 from ._serialization import Compressor, Serializer, compress, encode_body, get_compressor, get_serializer
 from .retry import RetryPolicy
 
@@ -51,11 +50,24 @@ NAMED_OPTIONS = (
     "retry_policy",
 )
 PUBLISH_OPTIONS = frozenset(
-    (*NAMED_OPTIONS, "exchange", "routing_key", "headers", "extra_headers", "timeout", *MESSAGE_PROPERTIES)
+    (
+        *NAMED_OPTIONS,
+        "exchange",
+        "routing_key",
+        "headers",
+        "extra_headers",
+        "timeout",
+        "max_message_size",
+        *MESSAGE_PROPERTIES,
+    )
 )
 # What **publish_kwargs of the constructor may hold: everything per-call except the named options.
 CONSTRUCTOR_PUBLISH_KWARGS = PUBLISH_OPTIONS - set(NAMED_OPTIONS)
 
+# RabbitMQ 3.x's default max_message_size (4.x lowered it to 16 MiB); the broker refuses bigger bodies.
+DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# RabbitMQ refuses a per-message TTL over ten years (406 "invalid expiration ... value_too_large").
+MAX_EXPIRATION_MS = 10 * 365 * 24 * 3600 * 1000
 _DELIVERY_MODES = {1: 1, 2: 2, "transient": 1, "persistent": 2}
 _RAW = get_serializer("raw")
 
@@ -80,76 +92,120 @@ def _check_str(name: str, value: Any) -> str:
     return value
 
 
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or a timedelta, not {value!r}")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, not {value!r}")
-    return float(value)
+def _check_optional_str(name: str, value: Any) -> str | None:
+    return None if value is None else _check_str(name, value)
+
+
+def _check_delivery_mode(name: str, value: Any) -> int:
+    try:
+        return _DELIVERY_MODES[value]
+    except (KeyError, TypeError):
+        raise ValueError(f"{name} must be 1, 2, 'transient' or 'persistent', not {value!r}") from None
+
+
+def _check_priority(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ValueError(f"{name} must be an int from 0 to 255, not {value!r}")
+    return value
+
+
+def _check_expiration(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    # Seconds on the API, milliseconds as a string on the wire: what nameko sends.
+    milliseconds = int(seconds(value, name) * 1000)
+    if milliseconds > MAX_EXPIRATION_MS:
+        raise ValueError(f"{name} is {value!r} s; RabbitMQ refuses more than {MAX_EXPIRATION_MS // 1000} s (10 years)")
+    return str(milliseconds)
+
+
+def _check_serializer(name: str, value: Any) -> Serializer:
+    return get_serializer(_check_str(name, value))
+
+
+def _check_compression(name: str, value: Any) -> Compressor | None:
+    return None if value is None else get_compressor(_check_str(name, value))
+
+
+def _check_retry_policy(name: str, value: Any) -> RetryPolicy:
+    policy = RetryPolicy.coerce(value)
+    if policy is None:
+        raise TypeError(f"{name} must be a RetryPolicy or a dict, not None")
+    return policy
+
+
+def _check_timeout(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    result = seconds(value, name)
+    if result == 0:
+        raise ValueError(f"{name} must be > 0 seconds (or None for no limit)")
+    return result
+
+
+def _check_exchange(name: str, value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Exchange):
+        return value.name
+    return _check_str(name, value)
+
+
+def _check_routing_key(name: str, value: Any) -> str:
+    return "" if value is None else _check_str(name, value)
+
+
+def _check_headers(name: str, value: Any) -> dict[str, Any]:
+    # Only the shape here; every value is checked when the headers are encoded (once per option set).
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str, not {key!r}")
+    return dict(value)
+
+
+def _check_timestamp(name: str, value: Any) -> int | None:
+    # Whole seconds once here (naive datetimes are UTC, as py-amqp reads them), not per message.
+    return None if value is None else _wire.timestamp_seconds(value, name)
+
+
+def _check_max_message_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int (bytes), not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1 byte, not {value!r}")
+    return value
+
+
+# Option name -> check: each takes (name, value) and returns the normalised value or raises
+# TypeError/ValueError naming the option. `declare` is normalised apart (it appends, not replaces).
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "use_confirms": _check_bool,
+    "mandatory": _check_bool,
+    "retry": _check_bool,
+    "delivery_mode": _check_delivery_mode,
+    "priority": _check_priority,
+    "expiration": _check_expiration,
+    "serializer": _check_serializer,
+    "compression": _check_compression,
+    "retry_policy": _check_retry_policy,
+    "timeout": _check_timeout,
+    "exchange": _check_exchange,
+    "routing_key": _check_routing_key,
+    "headers": _check_headers,
+    "extra_headers": _check_headers,
+    "max_message_size": _check_max_message_size,
+    **{name: _check_optional_str for name in MESSAGE_PROPERTIES if name != "timestamp"},
+    "timestamp": _check_timestamp,
+}
 
 
 def _check(name: str, value: Any) -> Any:
     """Check and normalise one option's value (None is passed through where it means 'unset')."""
-    if name in ("use_confirms", "mandatory", "retry"):
-        return _check_bool(name, value)
-    if name == "delivery_mode":
-        try:
-            return _DELIVERY_MODES[value]
-        except (KeyError, TypeError):
-            raise ValueError(f"delivery_mode must be 1, 2, 'transient' or 'persistent', not {value!r}") from None
-    if name == "priority":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
-            raise ValueError(f"priority must be an int from 0 to 255, not {value!r}")
-        return value
-    if name == "expiration":
-        if value is None:
-            return None
-        # Seconds on the API, milliseconds as a string on the wire: what nameko sends.
-        return str(int(_seconds("expiration", value) * 1000))
-    if name == "serializer":
-        return get_serializer(_check_str("serializer", value))
-    if name == "compression":
-        return None if value is None else get_compressor(_check_str("compression", value))
-    if name == "retry_policy":
-        policy = RetryPolicy.coerce(value)
-        if policy is None:
-            raise TypeError("retry_policy must be a RetryPolicy or a dict, not None")
-        return policy
-    if name == "timeout":
-        if value is None:
-            return None
-        seconds = _seconds("timeout", value)
-        if seconds == 0:
-            raise ValueError("timeout must be > 0 seconds (or None for no limit)")
-        return seconds
-    if name == "exchange":
-        if value is None:
-            return ""
-        if isinstance(value, Exchange):
-            return value.name
-        return _check_str("exchange", value)
-    if name == "routing_key":
-        return "" if value is None else _check_str("routing_key", value)
-    if name in ("headers", "extra_headers"):
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{name} must be a dict, not {type(value).__name__}")
-        for key in value:
-            if not isinstance(key, str):
-                raise TypeError(f"{name} keys must be str, not {key!r}")
-        return dict(value)
-    if name == "timestamp":
-        if value is None or isinstance(value, datetime):
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise TypeError(f"timestamp must be a datetime or seconds since the epoch, not {value!r}")
-        return value
-    if name in MESSAGE_PROPERTIES:
-        return None if value is None else _check_str(name, value)
-    raise AssertionError(f"no check for option {name!r}")  # pragma: no cover
+    return _VALIDATORS[name](name, value)
 
 
 _id_prefix = os.urandom(8).hex()
@@ -208,8 +264,9 @@ class Options:
     type: str | None = None
     app_id: str | None = None
     user_id: str | None = None
-    timestamp: datetime | float | None = None
+    timestamp: int | None = None  # whole seconds since the epoch
     cluster_id: str | None = None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     # properties templates by (content_type, content_encoding, compression header)
     _templates: dict[tuple[str, str, str | None], _wire.PropertiesTemplate] = field(
         default_factory=dict, repr=False, compare=False
@@ -222,6 +279,8 @@ class Options:
         values["declare"] = normalize_declare(named["declare"], "Publisher(...)")
         headers = _check("headers", publish_kwargs.get("headers"))
         headers.update(_check("extra_headers", publish_kwargs.get("extra_headers")))
+        if headers:
+            _wire.field_table(headers)  # the constructor's headers are refused here, not at the first publish
         values["headers"] = headers
         for name, value in publish_kwargs.items():
             if name not in ("headers", "extra_headers"):
@@ -248,13 +307,22 @@ class Options:
         return replace(self, **changes)
 
     def prepare(self, payload: Any) -> Prepared:
-        """Serialize, compress and build the properties. Raises SerializationError; nothing is sent."""
+        """Serialize, compress and build the properties; nothing is sent.
+
+        Raises SerializationError (the payload), ValueError (a body over max_message_size) and
+        TypeError/ValueError naming a header or property that cannot be encoded.
+        """
         content_type, content_encoding, body = encode_body(
             payload, self.serializer, self.content_type, self.content_encoding
         )
         compression = None
         if self.compression is not None:
             body, compression = compress(body, self.compression)
+        if len(body) > self.max_message_size:
+            raise ValueError(
+                f"the message body is {len(body)} bytes{' compressed' if compression else ''}; "
+                f"max_message_size is {self.max_message_size} (the broker refuses larger bodies)"
+            )
         key = (content_type, content_encoding, compression)
         template = self._templates.get(key)
         if template is None:

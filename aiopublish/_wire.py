@@ -4,18 +4,38 @@ A publish is three frames or more: the basic.publish method, a content header
 (body size and properties) and the body split to the connection's frame_max.
 The method frame depends only on (exchange, routing key, mandatory) and is
 cached; the properties are split around message_id, which changes per message,
-so everything before and after it is encoded once per option set.
+so everything before and after it (headers included) is encoded once per option set.
+
+Header values are encoded as py-amqp encodes them (what kombu and nameko send and
+decode), not as pamqp does: floats as 64-bit doubles ('d'), ints as 'I' or 'L',
+bytes as long strings ('S'). What py-amqp would send but the broker or a consumer
+would choke on is refused here instead, naming the header: NaN and infinities,
+keys over 128 bytes (py-amqp and pamqp cut or crash), non-str keys, integers and
+timestamps outside their 64-bit fields, unsupported types. Every refusal is a
+TypeError or a ValueError; struct.error and OverflowError never escape.
 """
 
 from __future__ import annotations
 
+import calendar
+import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from pamqp import encode
+__all__ = [
+    "FRAME_OVERHEAD",
+    "PropertiesTemplate",
+    "check_content_header",
+    "content_frames",
+    "field_table",
+    "method_frame",
+    "short_string",
+    "timestamp_seconds",
+]
 
 _FRAME_METHOD = 1
 _FRAME_HEADER = 2
@@ -28,6 +48,8 @@ _frame_head = struct.Struct(">BHI")
 # class id, weight, body size
 _header_head = struct.Struct(">HHQ")
 FRAME_OVERHEAD = _frame_head.size + len(_FRAME_END)
+# A content header frame is the frame overhead, the class/weight/size head, then the properties.
+_CONTENT_HEADER_ROOM = FRAME_OVERHEAD + _header_head.size
 
 # Property flags, in the wire order of the basic class's properties.
 _PROPERTY_BITS = {
@@ -58,6 +80,18 @@ _BEFORE_MESSAGE_ID = (
 )
 _AFTER_MESSAGE_ID = ("timestamp", "type", "user_id", "app_id", "cluster_id")
 
+_MAX_KEY_BYTES = 128  # AMQP 0-9-1: a field name is a shortstr of at most 128 octets
+_MAX_LONG = 0xFFFFFFFF  # a long string's or a table's length
+_MAX_TIMESTAMP = 0xFFFFFFFFFFFFFFFF  # unsigned 64-bit seconds
+_I64 = (-(1 << 63), (1 << 63) - 1)
+_I32_MAX = 0x7FFFFFFF
+_u32 = struct.Struct(">I")
+_u64 = struct.Struct(">Q")
+_i32 = struct.Struct(">i")
+_i64 = struct.Struct(">q")
+_f64 = struct.Struct(">d")
+_decimal = struct.Struct(">Bi")
+
 
 def short_string(value: str, what: str) -> bytes:
     """An AMQP shortstr; ValueError naming `what` when it does not fit in 255 bytes."""
@@ -69,17 +103,230 @@ def short_string(value: str, what: str) -> bytes:
     return bytes((len(raw),)) + raw
 
 
+def timestamp_seconds(value: Any, what: str) -> int:
+    """Whole seconds since the epoch of a datetime (naive = UTC, as py-amqp) or a number of seconds.
+
+    ValueError naming `what` outside the AMQP timestamp (unsigned 64-bit seconds), TypeError for
+    anything but a datetime, an int or a float.
+    """
+    if isinstance(value, datetime):
+        try:
+            # utctimetuple() leaves a naive datetime as it is: py-amqp's reading (UTC), not local time.
+            seconds = calendar.timegm(value.utctimetuple())
+        except (OverflowError, ValueError):
+            raise ValueError(f"{what} {value!r} is out of range once converted to UTC") from None
+        if seconds < 0:
+            raise ValueError(f"{what} {value.isoformat()} is before 1970: an AMQP timestamp cannot hold it")
+        return seconds
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a datetime or seconds since the epoch, not {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value!r}")
+    if not 0 <= value <= _MAX_TIMESTAMP:
+        raise ValueError(f"{what} {value!r} is outside what an AMQP timestamp holds (0 to 2**64-1 seconds)")
+    return int(value)
+
+
+# -- field tables (headers) --------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """A header value that cannot go on the wire; the path to it is filled in as the stack unwinds."""
+
+    def __init__(self, kind: type[Exception], text: str) -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.text = text
+        self.path: list[str] = []
+
+
+def field_table(table: Mapping[str, Any], what: str = "headers") -> bytes:
+    """`table` as an AMQP field table (length-prefixed), encoded as py-amqp encodes it.
+
+    Raises TypeError/ValueError naming the header by its path, e.g. ``headers['a']['b']``.
+    """
+    try:
+        return _table(table)
+    except _Refused as refused:
+        path = what + "".join(reversed(refused.path))
+        raise refused.kind(f"{path} {refused.text}") from None
+    except RecursionError:
+        raise ValueError(f"{what} nest too deeply (or contain themselves) to be sent") from None
+
+
+def _table(table: Mapping[Any, Any]) -> bytes:
+    out: list[bytes] = []
+    append = out.append
+    encoders = _ENCODERS
+    for key, value in table.items():
+        append(_key(key))
+        encode = encoders.get(type(value), _item)
+        try:
+            append(encode(value))
+        except _Refused as refused:
+            refused.path.append(f"[{key!r}]")
+            raise
+    return _long_prefixed(b"".join(out))
+
+
+def _key(key: Any) -> bytes:
+    try:
+        raw = key.encode("utf-8") if type(key) is str else _odd_key(key)
+    except UnicodeEncodeError:
+        raise _Refused(ValueError, f"has a key {key!r} that is not valid UTF-8 text") from None
+    if len(raw) > _MAX_KEY_BYTES:
+        raise _Refused(
+            ValueError,
+            f"has a key {len(raw)} bytes long ({key[:20]!r}...); AMQP allows at most {_MAX_KEY_BYTES}, not cut",
+        )
+    return bytes((len(raw),)) + raw
+
+
+def _odd_key(key: Any) -> bytes:
+    if not isinstance(key, str):
+        raise _Refused(TypeError, f"has a key {key!r} of type {type(key).__name__}: AMQP table keys must be str")
+    return key.encode("utf-8")  # a str subclass
+
+
+def _array(values: list[Any] | tuple[Any, ...]) -> bytes:
+    out = []
+    for index, value in enumerate(values):
+        try:
+            out.append(_ENCODERS.get(type(value), _item)(value))
+        except _Refused as refused:
+            refused.path.append(f"[{index}]")
+            raise
+    return _long_prefixed(b"".join(out))
+
+
+def _long_prefixed(data: bytes) -> bytes:
+    if len(data) > _MAX_LONG:
+        raise _Refused(ValueError, f"is {len(data)} bytes long; an AMQP table or string holds at most 2**32-1")
+    return _u32.pack(len(data)) + data
+
+
+def _str(value: str) -> bytes:
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused(ValueError, "is not valid UTF-8 text (it holds a lone surrogate)") from None
+    if len(raw) > _MAX_LONG:
+        raise _Refused(ValueError, f"is {len(raw)} bytes long; an AMQP long string holds at most 2**32-1")
+    return b"S" + _u32.pack(len(raw)) + raw
+
+
+def _bytes(value: bytes) -> bytes:
+    # py-amqp sends bytes as a long string ('S'), not as pamqp's byte array ('x').
+    return b"S" + _long_prefixed(bytes(value))
+
+
+def _bool(value: bool) -> bytes:
+    return b"t\x01" if value else b"t\x00"
+
+
+def _int(value: int) -> bytes:
+    # py-amqp's sizes: 'I' (signed 32-bit) unless beyond +-(2**31-1), then 'L' (signed 64-bit).
+    if -_I32_MAX <= value <= _I32_MAX:
+        return b"I" + _i32.pack(value)
+    if not _I64[0] <= value <= _I64[1]:
+        raise _Refused(ValueError, f"is {value}: an AMQP table holds integers of at most 64 bits")
+    return b"L" + _i64.pack(value)
+
+
+def _float(value: float) -> bytes:
+    if not math.isfinite(value):
+        raise _Refused(ValueError, f"is {value!r}: AMQP headers cannot hold NaN or infinity")
+    return b"d" + _f64.pack(value)
+
+
+def _decimal_value(value: Decimal) -> bytes:
+    if not value.is_finite():
+        raise _Refused(ValueError, f"is {value!r}: AMQP headers cannot hold NaN or infinity")
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    number = int("".join(map(str, digits)) or "0")
+    if exponent > 0:  # Decimal("1E+2"): py-amqp cannot send it; as scale 0 it is exact
+        number *= 10**exponent
+        exponent = 0
+    if sign:
+        number = -number
+    if -exponent > 255 or not -(_I32_MAX + 1) <= number <= _I32_MAX:
+        raise _Refused(ValueError, f"is {value!r}: an AMQP decimal holds a 32-bit value and a scale up to 255")
+    return b"D" + _decimal.pack(-exponent, number)
+
+
+def _datetime(value: datetime) -> bytes:
+    try:
+        return b"T" + _u64.pack(timestamp_seconds(value, "timestamp"))
+    except ValueError:
+        raise _Refused(
+            ValueError, f"is {value!r}: an AMQP timestamp holds 1970 to 2**64-1 seconds (UTC; naive is UTC)"
+        ) from None
+
+
+def _none(value: None) -> bytes:
+    return b"V"
+
+
+def _mapping(value: Mapping[Any, Any]) -> bytes:
+    return b"F" + _table(value)
+
+
+def _sequence(value: list[Any] | tuple[Any, ...]) -> bytes:
+    return b"A" + _array(value)
+
+
+_ENCODERS: dict[type, Callable[[Any], bytes]] = {
+    str: _str,
+    bytes: _bytes,
+    bool: _bool,
+    int: _int,
+    float: _float,
+    Decimal: _decimal_value,
+    datetime: _datetime,
+    type(None): _none,
+    dict: _mapping,
+    list: _sequence,
+    tuple: _sequence,
+}
+# For subclasses (IntEnum, OrderedDict, ...): bool before int, as bool is an int.
+_BY_ISINSTANCE: tuple[tuple[type | tuple[type, ...], Callable[[Any], bytes]], ...] = (
+    (str, _str),
+    (bytes, _bytes),
+    (bool, _bool),
+    (int, _int),
+    (float, _float),
+    (Decimal, _decimal_value),
+    (datetime, _datetime),
+    (Mapping, _mapping),
+    ((list, tuple), _sequence),
+)
+
+
+def _item(value: Any) -> bytes:
+    """A value of no exact type in _ENCODERS: a subclass (IntEnum, OrderedDict, ...) or refused."""
+    for kind, encoder in _BY_ISINSTANCE:
+        if isinstance(value, kind):
+            return encoder(value)
+    raise _Refused(
+        TypeError,
+        f"is a {type(value).__name__}: AMQP headers hold str, bytes, bool, int, float, Decimal, "
+        "datetime, None, and dicts and lists of these",
+    )
+
+
+# -- properties --------------------------------------------------------------------------------
+
+
 def _encode_property(name: str, value: Any) -> bytes:
     if name == "headers":
-        try:
-            return encode.field_table(value)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"headers cannot be sent as an AMQP table: {exc}") from None
+        if not isinstance(value, Mapping):
+            raise TypeError(f"headers must be a dict, not {type(value).__name__}")
+        return field_table(value, "headers")
     if name in ("delivery_mode", "priority"):
         return bytes((value,))
     if name == "timestamp":
-        seconds = int(value.timestamp()) if isinstance(value, datetime) else int(value)
-        return struct.pack(">Q", seconds)
+        return _u64.pack(timestamp_seconds(value, "timestamp"))
     return short_string(value, name)
 
 
@@ -106,6 +353,19 @@ class PropertiesTemplate:
     def encode(self, message_id: str) -> bytes:
         """The property flags and list for a message with this id."""
         return self._flags + self._prefix + short_string(message_id, "message_id") + self._suffix
+
+
+def check_content_header(properties: bytes, frame_max: int) -> None:
+    """ValueError when the content header frame of these properties would exceed `frame_max`.
+
+    RabbitMQ closes the whole connection (501 frame_too_large) for a frame over the negotiated
+    frame_max, and a content header cannot be split like a body: refuse it before writing.
+    """
+    if len(properties) + _CONTENT_HEADER_ROOM > frame_max:
+        raise ValueError(
+            f"the message's properties and headers encode to {len(properties)} bytes; "
+            f"the broker's frame_max ({frame_max}) allows {frame_max - _CONTENT_HEADER_ROOM}"
+        )
 
 
 @lru_cache(maxsize=1024)

@@ -43,6 +43,8 @@ from datetime import timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._durations import seconds as _seconds
+
 __all__ = [
     "RetryState",
     "Stop",
@@ -64,21 +66,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-
-def _seconds(value: object, name: str) -> float:
-    """`value` as non-negative float seconds; errors name `name` so config mistakes are findable."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise TypeError(f"{name} must be a number of seconds or a datetime.timedelta, not {type(value).__name__}")
-    if math.isnan(seconds):
-        raise ValueError(f"{name} must be a number of seconds, not NaN")
-    if seconds < 0:
-        raise ValueError(f"{name} must be >= 0 seconds, got {value!r}")
-    return seconds
 
 
 def _positive_int(value: object, name: str, *, minimum: int) -> int:
@@ -269,7 +256,8 @@ class wait_incrementing(Wait):
     ) -> None:
         self._start = _seconds(start, "start")
         self._increment = _seconds(increment, "increment")
-        self._max = _seconds(max, "max")
+        # The default cap, infinity, means no cap: the one infinite duration that makes sense.
+        self._max = math.inf if max == math.inf else _seconds(max, "max")
 
     def __call__(self, state: RetryState) -> float:
         # builtins.*: the min/max parameters (tenacity's spelling) shadow the builtins in this class.

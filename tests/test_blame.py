@@ -28,6 +28,7 @@ from aiopublish import (
     PreconditionFailed,
     Publisher,
     PublishResult,
+    _blame,
 )
 from tests.broker import Broker
 
@@ -73,7 +74,6 @@ async def _check_rounds(
     [
         pytest.param({"exchange": "aiopublish-no-such-exchange"}, NotFound, id="missing-exchange"),
         pytest.param({"user_id": "mallory"}, PreconditionFailed, id="foreign-user_id"),
-        pytest.param({"expiration": 1e20}, PreconditionFailed, id="expiration-the-broker-refuses"),
     ],
 )
 async def test_only_the_bad_publish_gets_the_broker_error(
@@ -93,6 +93,7 @@ async def test_only_the_bad_publish_gets_the_broker_error(
         pytest.param({"headers": {"big": "x" * 200_000}}, id="header-over-frame_max"),
         pytest.param({"headers": {"t": {"k": {3: "x"}}}}, id="nested-non-str-key"),
         pytest.param({"max_message_size": 10}, id="body-over-max_message_size"),
+        pytest.param({"expiration": 1e20}, id="expiration-over-what-the-broker-takes"),
     ],
 )
 async def test_only_the_bad_publish_gets_its_value_error(amqp_url: str, broker: Broker, bad: dict[str, Any]) -> None:
@@ -261,3 +262,47 @@ async def test_publish_many_refuses_one_bad_header_alone(
         await publisher.publish("after")
     bodies = sorted(m.body for m in await broker.get_all(queue))
     assert len(bodies) == 501 and b'"after"' in bodies
+
+
+@pytest.mark.parametrize(
+    ("error", "facts"),
+    [
+        (NotFound(404, "NOT_FOUND - no exchange 'shop' in vhost '/'"), _blame.Facts(exchange="shop")),
+        (
+            AccessRefused(403, "ACCESS_REFUSED - access to exchange 'amq.default' in vhost '/' refused for user 'u'"),
+            _blame.Facts(exchange="amq.default"),
+        ),
+        (
+            PreconditionFailed(
+                406, "PRECONDITION_FAILED - user_id property set to 'bob' but authenticated user was 'guest'"
+            ),
+            _blame.Facts(user_id="bob"),
+        ),
+        (
+            PreconditionFailed(406, "PRECONDITION_FAILED - invalid expiration '-5': {value_negative,-5}"),
+            _blame.Facts(expiration="-5"),
+        ),
+        (
+            PreconditionFailed(
+                406, "PRECONDITION_FAILED - message size 209715200 is larger than configured max size 134217728"
+            ),
+            _blame.Facts(body_size=209715200),
+        ),
+        (PreconditionFailed(406, "PRECONDITION_FAILED - something new"), None),
+    ],
+)
+def test_what_the_broker_text_names(error: ChannelError, facts: _blame.Facts | None) -> None:
+    """The facts read from RabbitMQ 3.10's texts (as the broker sends them) name what was refused."""
+    assert _blame.facts_of(error) == facts
+
+
+def test_a_declaration_error_blames_no_publish() -> None:
+    """An inequivalent redeclaration (a declare's 406) makes every in-flight publish a bystander."""
+    from aiopublish._options import Prepared
+
+    message = Prepared("", "q", False, "id", None, b"", b"body")
+    error = PreconditionFailed(406, "PRECONDITION_FAILED - inequivalent arg 'durable' for exchange 'x' in vhost '/'")
+    assert _blame.culprits(error, [message]) == []
+    assert _blame.culprits(NotFound(404, "NOT_FOUND - no exchange 'q2' in vhost '/'"), [message]) == []
+    assert _blame.culprits(NotFound(404, "NOT_FOUND - no exchange '' in vhost '/'"), [message]) == [0]
+    assert _blame.culprits(error, [message], isolated=True) == [0]
