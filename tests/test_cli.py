@@ -432,3 +432,51 @@ def test_cli_runs_on_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
     assert cli._run_in_event_loop(record()) == 0
     assert seen[0].startswith("uvloop") and seen[1].startswith("asyncio")
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+
+def test_a_subcommand_is_a_table_entry_and_a_module(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A module with add_arguments and async run, named in COMMANDS, is a subcommand: parsed, run, its status kept."""
+    import argparse
+    import types
+
+    module = types.ModuleType("fake_subcommand")
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--name", required=True)
+
+    async def run(args: argparse.Namespace, console: _console.Console) -> int:
+        console.say(f"hello {args.name}")
+        console.error("warned")
+        return 7
+
+    module.add_arguments = add_arguments  # type: ignore[attr-defined]
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_subcommand", module)
+    monkeypatch.setitem(cli.COMMANDS, "hello", cli.Subcommand("fake_subcommand", "say hello"))
+    assert main(["hello", "--name", "relay"]) == 7
+    out, err = capsys.readouterr()
+    assert (out, err) == ("hello relay\n", "aiopublish: warned\n")
+    assert main(["--help"]) == 0
+    assert "say hello" in capsys.readouterr().out
+    assert main(["hello"]) == 2  # its own usage error
+    assert "--name" in capsys.readouterr().err
+
+
+async def test_top_level_help_imports_no_subcommand() -> None:
+    """`aiopublish --help` builds the command list without importing any subcommand's module."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from aiopublish.cli import main; main(['--help']); "
+        "print(sorted(m for m in sys.modules if m.startswith('aiopublish.cli.')))",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert out.decode().splitlines()[-1] == "['aiopublish.cli._common', 'aiopublish.cli._console']"
