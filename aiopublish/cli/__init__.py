@@ -9,6 +9,11 @@ with two functions:
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     async def run(args: argparse.Namespace, console: Console) -> int: ...   # the exit status
 
+`_common.add_url_argument` and `_common.add_output_arguments` give a command the same
+`--url` and `-q`/`-v` as `publish`. For example, with aiopublish/outbox/_cli.py holding those
+two functions, `"relay": Subcommand("aiopublish.outbox._cli", "publish the outbox")` is the
+whole change here.
+
 `main` parses the command line, then runs `run` on an event loop (uvloop when installed)
 with the log routed to stderr as single masked lines (see _console) and SIGINT/SIGTERM
 turned into a cancellation of `run`: a command that has something to finish catches

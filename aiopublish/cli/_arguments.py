@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._connection import mask_url
 from .._declarations import EXCHANGE_TYPES, Binding, Exchange, Queue
 from .._options import MESSAGE_PROPERTIES
-from ._common import DEFAULT_URL, URL_ENV, UsageError, positive_float, positive_int
+from ._common import DEFAULT_URL, UsageError, add_output_arguments, add_url_argument, positive_float, positive_int
 
 __all__ = ["Settings", "add_arguments", "parse_headers", "parse_properties", "settings_from"]
 
@@ -91,11 +90,7 @@ def _input_arguments(group: argparse._ArgumentGroup) -> None:
 
 
 def _destination_arguments(group: argparse._ArgumentGroup) -> None:
-    group.add_argument(
-        "--url",
-        default=None,
-        help=f"broker URL, or several separated by commas (default: ${URL_ENV}, else {mask_url(DEFAULT_URL)})",
-    )
+    add_url_argument(group)
     group.add_argument("--exchange", "-e", default="", metavar="NAME", help="exchange (default: the default exchange)")
     group.add_argument("--routing-key", "-k", default=None, metavar="KEY", help="routing key")
     group.add_argument(
@@ -175,13 +170,7 @@ def _run_arguments(group: argparse._ArgumentGroup) -> None:
         help=f"seconds to connect, and for each publish retries included (default: {DEFAULT_TIMEOUT:g})",
     )
     group.add_argument("--no-progress", action="store_true", help="no progress display")
-    group.add_argument("--quiet", "-q", action="store_true", help="print errors only")
-    group.add_argument(
-        "--verbose",
-        "-v",
-        action="store_true",
-        help="also print the library's log: connections, retries, and aiormq's own log lines",
-    )
+    add_output_arguments(group)
 
 
 # -- from options to settings ----------------------------------------------------------------

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import signal
 
+from .._connection import mask_url
+
 __all__ = [
     "DEFAULT_URL",
+    "add_output_arguments",
+    "add_url_argument",
     "EXIT_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -29,6 +33,26 @@ EXIT_USAGE = 2
 
 class UsageError(Exception):
     """A bad command line: reported with the usage line, exit status 2."""
+
+
+def add_url_argument(group: argparse._ActionsContainer) -> None:
+    """--url, as every command that talks to a broker takes it (args.url; None: $AIOPUBLISH_URL, else the default)."""
+    group.add_argument(
+        "--url",
+        default=None,
+        help=f"broker URL, or several separated by commas (default: ${URL_ENV}, else {mask_url(DEFAULT_URL)})",
+    )
+
+
+def add_output_arguments(group: argparse._ActionsContainer) -> None:
+    """-q and -v: main() reads args.quiet (Console.say prints nothing) and args.verbose (the log level)."""
+    group.add_argument("--quiet", "-q", action="store_true", help="print errors only")
+    group.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also print the library's log: connections, retries, and aiormq's own log lines",
+    )
 
 
 def exit_status_for_signal(signum: int) -> int:
