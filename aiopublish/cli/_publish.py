@@ -73,30 +73,29 @@ class _PublishCommand:
 
     async def connect(self, publisher: Publisher) -> bool:
         """Connect and declare within --timeout; False (and one line on stderr) when that fails."""
-        url = mask_url(self.settings.url.split(",")[0])
         try:
             async with asyncio.timeout(self.args.timeout):
                 await publisher.connect()
-        except TimeoutError:
-            self.console.error(f"error: timed out after {self.args.timeout:g} s connecting to {url}")
-        except PreconditionFailed as exc:
-            hint = ""
-            if "inequivalent arg 'type'" in str(exc):
-                hint = " (give its type: --declare-exchange NAME:TYPE)"
-            self.console.error(f"error: {exc}{hint}")
-        except AiopublishError as exc:
-            self.console.error(f"error: {exc}")
-        except aiormq.exceptions.InvalidFrameError as exc:
+        except (AiopublishError, TimeoutError, aiormq.exceptions.AMQPError, OSError) as exc:
+            self.console.error(f"error: {self._connect_error(exc)}")
+            return False
+        return True
+
+    def _connect_error(self, exc: BaseException) -> str:
+        url = mask_url(self.settings.url.split(",")[0])
+        if isinstance(exc, TimeoutError) and not isinstance(exc, AiopublishError):
+            return f"timed out after {self.args.timeout:g} s connecting to {url}"
+        if isinstance(exc, PreconditionFailed) and "inequivalent arg 'type'" in str(exc):
+            return f"{exc} (give its type: --declare-exchange NAME:TYPE)"
+        if isinstance(exc, AiopublishError):
+            return str(exc)
+        if isinstance(exc, aiormq.exceptions.InvalidFrameError) and "Connection.OpenOk" in str(exc):
             # aiormq's answer to a connection.close during connection.open: the vhost is missing or not allowed.
-            if "Connection.OpenOk" not in str(exc):
-                raise
-            self.console.error(
-                f"error: the broker at {url} closed the connection while opening virtual host "
+            return (
+                f"the broker at {url} closed the connection while opening virtual host "
                 f"{_vhost(self.settings.url)!r}: it does not exist or this user may not use it"
             )
-        else:
-            return True
-        return False
+        return f"cannot connect to {url}: {type(exc).__name__}: {exc}"
 
     # -- one message -------------------------------------------------------------------------
 
