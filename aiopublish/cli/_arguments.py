@@ -191,13 +191,6 @@ class Settings:
 
 def settings_from(args: argparse.Namespace, url_from_env: str | None) -> Settings:
     """Check the options; UsageError for anything wrong, before connecting."""
-    default_serializer = "json" if args.json_lines else "raw"
-    serializer = args.serializer or default_serializer
-    if args.json_lines and serializer == "raw":
-        raise UsageError("--json-lines decodes every line as JSON: use --serializer json, msgpack, pickle, ...")
-    _check_extra("serializer", serializer)
-    if args.compression:
-        _check_extra("compression", args.compression)
     properties = parse_properties(args.property)
     if args.delivery_mode is not None:
         if "delivery_mode" in properties:
@@ -208,12 +201,23 @@ def settings_from(args: argparse.Namespace, url_from_env: str | None) -> Setting
         routing_key = args.declare_queue
     return Settings(
         url=args.url or url_from_env or DEFAULT_URL,
-        serializer=serializer,
+        serializer=_serializer(args),
         routing_key=routing_key or "",
         declare=declarations(args),
         headers=parse_headers(args.header),
         properties=properties,
     )
+
+
+def _serializer(args: argparse.Namespace) -> str:
+    """The serializer to use (raw for one body, json for lines); checks the compression's extra too."""
+    serializer: str = args.serializer or ("json" if args.json_lines else "raw")
+    if args.json_lines and serializer == "raw":
+        raise UsageError("--json-lines decodes every line as JSON: use --serializer json, msgpack, pickle, ...")
+    _check_extra("serializer", serializer)
+    if args.compression:
+        _check_extra("compression", args.compression)
+    return serializer
 
 
 def _check_extra(option: str, name: str) -> None:
