@@ -18,7 +18,7 @@ from itertools import count
 from typing import Any
 
 from . import _wire
-from ._declarations import Exchange, Queue, normalize_declare
+from ._declarations import Exchange, Queue, exchange_name, normalize_declare
 from ._serialization import Compressor, Serializer, compress, encode_body, get_compressor, get_serializer
 from .retry import RetryPolicy
 
@@ -125,11 +125,7 @@ def _check(name: str, value: Any) -> Any:
             raise ValueError("timeout must be > 0 seconds (or None for no limit)")
         return seconds
     if name == "exchange":
-        if value is None:
-            return ""
-        if isinstance(value, Exchange):
-            return value.name
-        return _check_str("exchange", value)
+        return exchange_name(value)  # a str, an Exchange (aiopublish's or kombu's) or None
     if name == "routing_key":
         return "" if value is None else _check_str("routing_key", value)
     if name in ("headers", "extra_headers"):
