@@ -13,13 +13,60 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeAlias
 
 from aiormq.abc import AbstractChannel
 
-__all__ = ["Binding", "Entity", "Exchange", "Queue", "exchange_name", "expand", "from_kombu", "normalize_declare"]
+__all__ = [
+    "Declarable",
+    "ExchangeLike",
+    "KombuExchange",
+    "KombuQueue",
+    "Binding",
+    "Entity",
+    "Exchange",
+    "Queue",
+    "exchange_name",
+    "expand",
+    "from_kombu",
+    "normalize_declare",
+]
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic", "headers")
+
+
+class KombuExchange(Protocol):
+    """What a type checker sees of a kombu ``Exchange``: its class attributes (the rest is read at run time)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def durable(self) -> bool: ...
+    @property
+    def auto_delete(self) -> bool: ...
+
+
+class KombuQueue(Protocol):
+    """What a type checker sees of a kombu ``Queue``."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def routing_key(self) -> str: ...
+    @property
+    def durable(self) -> bool: ...
+    @property
+    def exclusive(self) -> bool: ...
+    @property
+    def auto_delete(self) -> bool: ...
+
+
+# What `exchange=` and `declare=` take, for signatures (typing only: checked at run time by
+# exchange_name and normalize_declare).
+ExchangeLike: TypeAlias = "Exchange | KombuExchange | str"
+Declarable: TypeAlias = "Exchange | Queue | KombuExchange | KombuQueue"
 
 
 def _frozen_arguments(arguments: Mapping[str, Any] | None, what: str) -> tuple[tuple[str, Any], ...]:
@@ -80,7 +127,7 @@ class Binding:
     arguments: tuple[tuple[str, Any], ...] = field(default=())
 
     def __init__(
-        self, exchange: Exchange | str | Any, routing_key: str = "", arguments: Mapping[str, Any] | None = None
+        self, exchange: ExchangeLike, routing_key: str = "", arguments: Mapping[str, Any] | None = None
     ) -> None:
         if not isinstance(routing_key, str):
             raise TypeError(f"a Binding's routing_key must be a str, not {type(routing_key).__name__}")
@@ -111,14 +158,14 @@ class Queue:
     def __init__(
         self,
         name: str,
-        exchange: Exchange | str | None = None,
+        exchange: ExchangeLike | None = None,
         routing_key: str = "",
         *,
         durable: bool = True,
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
-        bindings: Iterable[Binding] = (),
+        bindings: Iterable[Binding | Any] = (),  # Any: kombu's binding objects, checked at run time
         no_declare: bool = False,
     ) -> None:
         if not isinstance(name, str):
