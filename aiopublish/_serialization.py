@@ -189,6 +189,8 @@ _ORJSON_OPTIONS = (
 _UUID_TEXT = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-")
 _HYPHEN = ord("-")  # `int in bytes` is a memchr; `b"-" in bytes` costs ten times more
 _PLAIN_TYPES = frozenset((str, int, float, bool, type(None)))
+_CONTAINER_TYPES = frozenset((dict, list, tuple))
+_PLAIN_OR_CONTAINER_TYPES = _PLAIN_TYPES | _CONTAINER_TYPES
 
 
 def model_to_data(value: Any) -> Any:
@@ -248,8 +250,9 @@ _plain_encoder = json.JSONEncoder(default=_plain_default)
 def _holds_only_plain_data(payload: Any) -> bool:
     """True when `payload` is dicts, lists and tuples of str, int, float, bool and None only.
 
-    Only values are looked at: orjson (without OPT_NON_STR_KEYS) wrote only str keys. Recursion
-    is bounded by orjson's own nesting limit, since orjson encoded this payload already.
+    Only values are looked at: orjson (without OPT_NON_STR_KEYS) wrote only str keys. The types
+    of a container's values are gathered at C speed (set(map(type, ...))), so a flat dict costs
+    one pass; recursion is bounded by orjson's own nesting limit, as orjson encoded this payload.
     """
     kind = type(payload)
     if kind is dict:
@@ -258,7 +261,12 @@ def _holds_only_plain_data(payload: Any) -> bool:
         values = payload
     else:
         return kind in _PLAIN_TYPES
-    return all(type(value) in _PLAIN_TYPES or _holds_only_plain_data(value) for value in values)
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_TYPES:
+        return True
+    if not kinds <= _PLAIN_OR_CONTAINER_TYPES:
+        return False
+    return all(_holds_only_plain_data(value) for value in values if type(value) in _CONTAINER_TYPES)
 
 
 def _orjson_with_hook(payload: Any, default: Callable[[Any], Any]) -> bytes | None:
@@ -281,10 +289,10 @@ def dumps_kombu(payload: Any) -> bytes:
             encoded: bytes | None = _orjson.dumps(payload, option=_ORJSON_OPTIONS)
         except TypeError:
             encoded = _orjson_with_hook(payload, _kombu_default)
-        # No hyphen, no UUID (one memchr for most payloads). With a UUID-shaped string, plain data
-        # means it was a str; anything else may have been a uuid.UUID orjson wrote as a string.
+        # No hyphen, no UUID (one memchr for most payloads); plain data holds no uuid.UUID either
+        # (one quick pass); else a uuid.UUID orjson wrote as a string would show as UUID-shaped text.
         if encoded is not None and (
-            _HYPHEN not in encoded or _UUID_TEXT.search(encoded) is None or _holds_only_plain_data(payload)
+            _HYPHEN not in encoded or _holds_only_plain_data(payload) or _UUID_TEXT.search(encoded) is None
         ):
             return encoded
     return _kombu_encoder.encode(payload).encode("utf-8")
