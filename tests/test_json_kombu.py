@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import enum
 import json
 import uuid
 from decimal import Decimal
@@ -226,3 +227,35 @@ async def test_real_broker_message_decodes_in_kombu(amqp_url: str, broker: Broke
     decoded = kombu_loads(kombu_side.body, props.content_type, props.content_encoding)
     assert decoded == {"values": VALUES, "order": ORDER.model_dump(mode="json")}
     assert json.loads(plain.body)["values"]["uuid"] == str(VALUES["uuid"])
+
+
+class Money:
+    def __init__(self, amount: str, currency: str) -> None:
+        self.amount, self.currency = amount, currency
+
+    def __json__(self) -> dict[str, Any]:
+        return {"amount": Decimal(self.amount), "currency": self.currency}
+
+
+def test_dunder_json_hook_as_kombu(use_orjson: bool) -> None:
+    """An object with __json__() (kombu's hook) is written as what it returns, kombu's types inside marked."""
+    payload = {"price": Money("9.90", "EUR")}
+    assert kombu_reads(encode_body(payload, "json", None, None)[2]) == kombu_reads(
+        kombu_dumps(payload, "json")[2].encode()
+    )
+    assert kombu_reads(encode_body(payload, "json", None, None)[2]) == {
+        "price": {"amount": Decimal("9.90"), "currency": "EUR"}
+    }
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+def test_plain_enum_is_the_documented_orjson_difference(use_orjson: bool) -> None:
+    """As the README says: with orjson a plain Enum member goes as its value; json.dumps (and kombu) refuse it."""
+    if use_orjson:
+        assert json.loads(encode_body({"c": Colour.RED}, "json", None, None)[2]) == {"c": "red"}
+    else:
+        with pytest.raises(SerializationError, match="Colour"):
+            encode_body({"c": Colour.RED}, "json", None, None)

@@ -247,6 +247,9 @@ def test_conversion_is_faithful_and_stable() -> None:
     assert first.bindings[0].exchange == Exchange("t", "topic", durable=False)
     assert from_kombu(kombu.Exchange("amq.direct")) == Exchange("amq.direct", no_declare=True)
     assert Queue("q", exchange="orders", routing_key="k").exchange == Exchange("orders")
+    assert Binding("orders", "k") == Binding(Exchange("orders"), "k")
+    mixed = Queue("q", bindings=[binding(topic, "x", arguments={"a": 1}), Binding("d", "y")])
+    assert mixed.bindings == (Binding(Exchange("t", "topic", durable=False), "x", {"a": 1}), Binding("d", "y"))
     assert Queue("q", exchange=topic).exchange == Exchange("t", "topic", durable=False)
     steps = expand([Queue("q", Exchange("x", no_declare=True), "k"), Exchange("y", no_declare=True)])
     assert steps == [
