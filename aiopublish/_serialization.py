@@ -200,7 +200,8 @@ def model_to_data(value: Any) -> Any:
         return dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return dataclasses.asdict(value)
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    name = type(value).__name__
+    raise TypeError(f"Object of type {name} is not serializable (neither a pydantic model nor a dataclass)")
 
 
 def _kombu_default(value: Any) -> Any:
