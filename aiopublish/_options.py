@@ -16,7 +16,7 @@ from itertools import count
 from typing import Any
 
 from . import _wire
-from ._declarations import Exchange, Queue, normalize_declare
+from ._declarations import Exchange, Queue, exchange_name, normalize_declare
 from ._durations import seconds
 from ._serialization import Compressor, Serializer, compress, encode_body, get_compressor, get_serializer
 from .retry import RetryPolicy
@@ -144,11 +144,7 @@ def _check_timeout(name: str, value: Any) -> float | None:
 
 
 def _check_exchange(name: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, Exchange):
-        return value.name
-    return _check_str(name, value)
+    return exchange_name(value)  # a str, an Exchange (aiopublish's or kombu's) or None
 
 
 def _check_routing_key(name: str, value: Any) -> str:

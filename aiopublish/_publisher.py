@@ -23,7 +23,7 @@ from . import _tracing
 from ._batch import prepare_batch, publish_prepared
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._connection import ConnectionParams, mask_url
-from ._declarations import Exchange, Queue
+from ._declarations import Declarable
 from ._exceptions import (
     PublisherClosed,
     PublishTimeout,
@@ -80,7 +80,7 @@ class Publisher:
     mandatory: bool = False
     priority: int = 0
     expiration: float | timedelta | None = None
-    declare: Sequence[Exchange | Queue] = []
+    declare: Sequence[Declarable] = []
     retry: bool = True
     retry_policy: RetryPolicy | Mapping[str, Any] = DEFAULT_RETRY_POLICY
     #: Seconds a whole publish() may take, retries included; None waits without limit.
@@ -100,7 +100,7 @@ class Publisher:
         mandatory: bool | None = None,
         priority: int | None = None,
         expiration: float | timedelta | None = None,
-        declare: Sequence[Exchange | Queue] | None = None,
+        declare: Sequence[Declarable] | None = None,
         retry: bool | None = None,
         retry_policy: RetryPolicy | Mapping[str, Any] | None = None,
         ssl: bool | SSLContext | Mapping[str, Any] | None = None,

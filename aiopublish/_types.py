@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict
 
-from ._declarations import Exchange, Queue
+from ._declarations import Declarable, ExchangeLike
 from .retry import RetryPolicy
 
 __all__ = ["BatchOptions", "DefaultOptions", "DeliveryMode", "PublishOptions"]
@@ -25,7 +25,7 @@ DeliveryMode = Literal[1, 2, "transient", "persistent"]
 class _Destination(TypedDict, total=False):
     """The per-call options other than `headers` (publish_many's `headers` is one entry per message)."""
 
-    exchange: str | Exchange | None
+    exchange: ExchangeLike | None
     routing_key: str | None
     extra_headers: Mapping[str, Any] | None
     timeout: float | timedelta | None
@@ -53,8 +53,7 @@ class _Named(TypedDict, total=False):
     mandatory: bool
     priority: int
     expiration: float | timedelta | None
-    # kombu Exchange/Queue objects are accepted too (untyped to a type checker: Any).
-    declare: Sequence[Exchange | Queue]
+    declare: Sequence[Declarable]
     retry: bool
     retry_policy: RetryPolicy | Mapping[str, Any]
 

@@ -19,7 +19,7 @@ from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 from yarl import URL
 
-from .._declarations import Binding, Entity, Exchange, Queue, expand
+from .._declarations import Binding, Entity, Exchange, Queue, expand, normalize_declare
 from .._exceptions import AccessRefused, ChannelError, NotFound, PreconditionFailed
 from ._records import RecordedMessage
 from ._routing import RULES, X_MATCH_MODES, comparable
@@ -189,12 +189,13 @@ class Vhost:
         """The bindings of `exchange` as (queue, routing key, arguments), in the order they were made."""
         return [(bound.queue, bound.routing_key, dict(bound.table)) for bound in self._bindings.get(exchange, [])]
 
-    def declare(self, *entities: Exchange | Queue) -> None:
+    def declare(self, *entities: Any) -> None:
         """Declare exchanges and queues (a queue's exchanges and bindings too), as a Publisher's `declare` does.
 
-        Raises PreconditionFailed for a redeclaration with other properties, like RabbitMQ.
+        Takes aiopublish's or kombu's Exchange and Queue objects. Raises PreconditionFailed
+        for a redeclaration with other properties, like RabbitMQ.
         """
-        for step in expand(entities):
+        for step in expand(normalize_declare(entities, "declare()")):
             self.declare_step(step)
 
     def bind(
