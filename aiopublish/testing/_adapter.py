@@ -161,16 +161,16 @@ class MemoryLink:
     ) -> None:
         self.params = params
         self.metrics = metrics
-        self.broker_url = broker_url or params.url
+        self.broker_url: str = broker_url or params.url
         broker_key(self.broker_url)  # a bad URL fails here, in the Publisher's constructor
         # What the broker takes as the login: the URL's user, "guest" when it names none (as aiormq).
-        self.login = URL(params.url).user or DEFAULT_LOGIN
+        self.login: str = URL(params.url).user or DEFAULT_LOGIN
         self._steps: list[Entity] = expand(declare)
         self._declared: list[Entity] = []
         self._channel: MemoryChannel | None = None
         self._channels_opened = 0
         self.node: str | None = None
-        self.closed = False
+        self.closed: bool = False
 
     def __repr__(self) -> str:
         return f"<MemoryLink {self.broker_url}>"

@@ -164,7 +164,7 @@ class Vhost:
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
         path = URL(url).path
-        self.vhost = path[1:] if len(path) > 1 else "/"
+        self.vhost: str = path[1:] if len(path) > 1 else "/"
         self._exchanges: dict[str, Exchange] = {}
         self._exchange_arguments: dict[str, dict[str, Any]] = {}
         self._bindings: dict[str, list[_Bound]] = {}
