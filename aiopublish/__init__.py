@@ -18,6 +18,7 @@ from ._exceptions import (
 from ._pool import get_connection, get_producer
 from ._publisher import Publisher, PublishResult
 from ._serialization import register_compressor, register_serializer
+from ._tracing import instrument, uninstrument
 from .retry import RetryPolicy
 
 __all__ = [
@@ -41,8 +42,10 @@ __all__ = [
     "UndeliverableMessage",
     "get_connection",
     "get_producer",
+    "instrument",
     "register_compressor",
     "register_serializer",
+    "uninstrument",
 ]
 
 __version__ = "0.1.0"

@@ -21,6 +21,7 @@ from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import Options, Prepared
 from ._result import PublishResult, result_of
+from ._tracing import NO_SPAN, NoRecord
 from .retry import DEFAULT_RETRY_POLICY, RetryState
 
 __all__ = ["prepare_batch", "publish_prepared"]
@@ -61,6 +62,7 @@ async def publish_prepared(
     messages: list[Prepared],
     options: Options,
     on_retry: Callable[[RetryState], None],
+    span: NoRecord = NO_SPAN,
 ) -> list[PublishResult]:
     """Publish encoded messages under `options` (confirms, retry, timeout); one result per message, in order."""
     errors: dict[int, BaseException] = {}
@@ -68,7 +70,7 @@ async def publish_prepared(
 
     async def attempt() -> None:
         nonlocal todo
-        await _send(link, slots, metrics, messages, todo, options, errors)
+        await _send(link, slots, metrics, messages, todo, options, errors, span)
         retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
         if retriable:
             todo = retriable
@@ -81,6 +83,9 @@ async def publish_prepared(
                 await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
             else:
                 await attempt()
+    except asyncio.CancelledError as exc:
+        span.finish(exc)
+        raise
     except TimeoutError:
         if not deadline.expired():
             raise
@@ -92,7 +97,9 @@ async def publish_prepared(
                 errors[index] = timeout
     except Exception:
         pass  # every message's own error is in `errors`
-    return _results(messages, errors, options, metrics)
+    results = _results(messages, errors, options, metrics)
+    span.finish_batch(results)
+    return results
 
 
 async def _send(
@@ -103,6 +110,7 @@ async def _send(
     todo: list[int],
     options: Options,
     errors: dict[int, BaseException],
+    span: NoRecord,
 ) -> None:
     """One attempt at sending `todo`: fills `errors` for those that failed, clears it for the rest."""
     for index in todo:
@@ -117,6 +125,7 @@ async def _send(
         return
     batch = Batch(asyncio.get_running_loop(), slots.release)
     track = options.use_confirms
+    written = 0  # todo[:written] went out (they are sent in order)
     try:
         for position, index in enumerate(todo):
             if link.is_blocked:
@@ -131,6 +140,7 @@ async def _send(
                     errors[rest] = exc
                 break
             metrics.published += 1
+            written = position + 1
             if not track:
                 slots.release()
             if position % _DRAIN_EVERY == _DRAIN_EVERY - 1:
@@ -139,6 +149,7 @@ async def _send(
         await batch.done
     finally:
         errors.update(batch.errors)
+        span.written(todo, written)
     # Publishes that may have caused another's channel error: each again alone, to find out.
     for index in [i for i in todo if isinstance(errors.get(i), Suspect)]:
         try:
