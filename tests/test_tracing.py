@@ -221,6 +221,7 @@ async def test_correlation_id_is_the_conversation_id(amqp_url: str, broker: Brok
         await publisher.publish("asked", correlation_id="order-17")
         await publisher.publish("plain")
     asked, plain = await broker.get_all(queue)
+    assert plain.header.properties.correlation_id is None
     assert asked.header.properties.correlation_id == "order-17"
     with_id, without = otel.spans()
     assert (with_id.attributes or {})["messaging.message.conversation_id"] == "order-17"
