@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import ProxyTracerProvider, SpanKind, Status, StatusCode
 
 from . import _otel_semconv as semconv
-from ._tracing import NoRecord
+from ._tracing import NO_SPAN, NoRecord
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import Counter as OtelCounter
@@ -61,6 +61,16 @@ class Instruments:
         # Read when the instruments are built (at instrument(), or the first traced publish).
         self.duplicates = semconv.wants_duplicates(os.environ)
         self._servers: dict[str, tuple[str, int] | None] = {}
+        # Until the application sets a global provider (it can be set only once), spans and
+        # metrics sent to the global ones would record nothing: skip them, pass on a trace.
+        self._globals_pending = tracer_provider is None and meter_provider is None and _globals_unset()
+
+    def _recording(self) -> bool:
+        if self._globals_pending:
+            if _globals_unset():
+                return False
+            self._globals_pending = False
+        return True
 
     def server(self, node: str | None) -> tuple[str, int] | None:
         """(host, port) of a node URL, parsed once per node."""
@@ -72,24 +82,56 @@ class Instruments:
             server = self._servers[node] = semconv.server_of(node)
             return server
 
-    def start_publish(self, options: Options, link: LinkLike) -> PublishRecord:
+    def start_publish(self, options: Options, link: LinkLike) -> NoRecord:
+        if not self._recording():
+            return _pass_on()
         return PublishRecord(self, options, link)
 
-    def start_batch(
-        self, options: Options, link: LinkLike, count: int, routing_keys: Sequence[str] | None
-    ) -> BatchRecord:
+    def start_batch(self, options: Options, link: LinkLike, count: int, routing_keys: Sequence[str] | None) -> NoRecord:
+        if not self._recording():
+            return _pass_on()
         return BatchRecord(self, options, link, count, routing_keys)
+
+
+def _globals_unset() -> bool:
+    """Whether neither global provider is set yet (both are still OpenTelemetry's proxies)."""
+    meter_provider = metrics.get_meter_provider()
+    return isinstance(trace.get_tracer_provider(), ProxyTracerProvider) and (
+        type(meter_provider).__name__ == "_ProxyMeterProvider"  # private class: no public way to ask
+    )
+
+
+class _PassOn(NoRecord):
+    """No span, no metric: only the incoming trace context goes into the headers."""
+
+    __slots__ = ()
+
+    def headers(self) -> dict[str, str]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return carrier
+
+
+_PASS_ON = _PassOn()
+
+
+def _pass_on() -> NoRecord:
+    if trace.get_current_span().get_span_context().is_valid:
+        return _PASS_ON
+    return NO_SPAN
 
 
 class _Record(NoRecord):
     """What a publish's and a batch's records share: the span, the server, the metrics at the end."""
 
-    __slots__ = ("_base", "_error_type", "_instruments", "_server", "_span", "_start")
+    __slots__ = ("_base", "_error_type", "_instruments", "_late", "_server", "_span", "_start")
 
     def __init__(self, instruments: Instruments, exchange: str, routing_key: str | None, link: LinkLike) -> None:
         self._instruments = instruments
         self._start = time.perf_counter()
         self._error_type: str | None = None
+        # Attributes learnt after the start, set on the span in one call at the end (cheaper).
+        self._late: Attributes = {}
         common_key = routing_key or ""
         destination = semconv.destination_name(exchange, common_key)
         if routing_key is None:  # the batch's routing keys differ: only the exchange applies to all
@@ -133,7 +175,7 @@ class _Record(NoRecord):
         server = self._instruments.server(link.node)
         if server is not None and server != self._server:
             self._server = server
-            self._span.set_attributes({"server.address": server[0], "server.port": server[1]})
+            self._late["server.address"], self._late["server.port"] = server
 
     def retried(self, state: RetryState, error: str) -> None:
         self._span.add_event(
@@ -153,7 +195,7 @@ class _Record(NoRecord):
         if span.is_recording():
             if isinstance(exc, Exception):
                 span.record_exception(exc)
-            span.set_attribute("error.type", self._error_type)
+            self._late["error.type"] = self._error_type
             span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
 
     def _metric_attributes(self, error_type: str | None) -> Attributes:
@@ -165,6 +207,8 @@ class _Record(NoRecord):
         return attributes
 
     def _end(self) -> None:
+        if self._span.is_recording():
+            self._span.set_attributes(self._late)
         self._span.end()
         self._instruments.duration.record(time.perf_counter() - self._start, self._metric_attributes(self._error_type))
 
@@ -185,30 +229,28 @@ class PublishRecord(_Record):
         return attributes
 
     def set_message(self, message_id: str, body_size: int) -> None:
-        if self._span.is_recording():
-            self._span.set_attributes({"messaging.message.id": message_id, "messaging.message.body.size": body_size})
+        self._late["messaging.message.id"] = message_id
+        self._late["messaging.message.body.size"] = body_size
 
     def sent(self, link: LinkLike, channel: object) -> None:
         self._written = True
         self._at_node(link)
-        span = self._span
-        if not span.is_recording():
-            return
+        late = self._late
         tag = getattr(channel, "last_delivery_tag", None)
         if tag is not None:
-            span.set_attribute("messaging.rabbitmq.message.delivery_tag", tag)
+            late["messaging.rabbitmq.message.delivery_tag"] = tag
         peer = semconv.peer_of(getattr(channel, "connection", None))
         if peer is not None:
-            span.set_attribute("network.peer.address", peer[0])
+            late["network.peer.address"] = peer[0]
             if peer[1] is not None:
-                span.set_attribute("network.peer.port", peer[1])
+                late["network.peer.port"] = peer[1]
 
     def finish(self, exc: BaseException | None, status: str = "failed") -> None:
         if exc is None:
-            self._span.set_attribute("aiopublish.outcome", status)
+            self._late["aiopublish.outcome"] = status
         else:
             outcome = semconv.error_type(exc)
-            self._span.set_attribute("aiopublish.outcome", outcome if outcome in ("returned", "nacked") else "failed")
+            self._late["aiopublish.outcome"] = outcome if outcome in ("returned", "nacked") else "failed"
             self._fail(exc)
         self._end()
         if self._written:  # refused before sending (bad option, timeout in the queue): not a sent message
@@ -258,14 +300,12 @@ class BatchRecord(_Record):
         span = self._span
         outcomes: Counter[str] = Counter(result.status for result in results)
         errors = {result.index: semconv.error_type(result.error) for result in results if result.error is not None}
-        if span.is_recording():
-            span.set_attributes({f"aiopublish.batch.{outcome}": outcomes[outcome] for outcome in OUTCOMES})
+        self._late.update({f"aiopublish.batch.{outcome}": outcomes[outcome] for outcome in OUTCOMES})
         if errors:
             first = next(result for result in results if result.error is not None)
             assert first.error is not None
-            self._error_type = errors[first.index]
+            self._error_type = self._late["error.type"] = errors[first.index]
             if span.is_recording():
-                span.set_attribute("error.type", self._error_type)
                 span.set_status(
                     Status(StatusCode.ERROR, f"{len(errors)} of {len(results)} messages failed; first: {first.error}")
                 )

@@ -224,7 +224,9 @@ class Publisher:
             options = self._options_for(kwargs) if kwargs else self._defaults
             if _tracing.enabled:
                 span = _tracing.start_publish(options, self._link)
-                options = options.override({"extra_headers": span.headers()})
+                trace_headers = span.headers()
+                if trace_headers:
+                    options = options.override({"extra_headers": trace_headers})
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
             deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
@@ -377,7 +379,9 @@ class Publisher:
         span = NO_SPAN
         if _tracing.enabled:
             span = _tracing.start_batch(options, self._link, len(payloads), routing_keys)
-            options = options.override({"extra_headers": span.headers()})
+            trace_headers = span.headers()
+            if trace_headers:
+                options = options.override({"extra_headers": trace_headers})
         try:
             messages = prepare_batch(payloads, options, routing_keys, headers)
         except BaseException as exc:

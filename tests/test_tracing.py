@@ -451,3 +451,22 @@ async def test_semconv_dup_keeps_the_old_names(
     assert "server.address" in (named.attributes or {})
     assert default.name == "amq.default publish"
     assert (default.attributes or {})["messaging.destination.name"] == "amq.default"
+
+
+async def test_global_providers_not_set_only_pass_on_a_trace(amqp_url: str, broker: Broker, otel: Otel) -> None:
+    """On with the global providers still unset: no span, no trace header, except an incoming trace, unchanged."""
+    # The suite hands its providers to aiopublish alone (instrument()), never globally.
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "no global tracer provider may be set"
+    aiopublish.instrument()
+    queue = await broker.queue()
+    incoming = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    async with Publisher(amqp_url, routing_key=queue) as publisher:
+        await publisher.publish("alone")
+        with trace.use_span(NonRecordingSpan(incoming)):
+            await publisher.publish("inside")
+            await publisher.publish_many(["batch"])
+    alone, inside, batch = await broker.get_all(queue)
+    assert alone.header.properties.headers in (None, {})
+    for message in (inside, batch):
+        assert traceparent_ids((message.header.properties.headers or {})["traceparent"]) == (0x1234, 0x5678)
+    assert otel.spans() == ()
