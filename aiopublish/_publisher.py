@@ -327,7 +327,7 @@ class Publisher:
             text += f"; last error: {last_error[0]}"
         return PublishTimeout(text)
 
-    async def _attempt(self, message: Prepared, options: Options, span: NoRecord = NO_SPAN) -> None:
+    async def _attempt(self, message: Prepared, options: Options, span: NoRecord) -> None:
         link = self._link
         channel = link.ready_channel() or await link.channel()
         if options.call_declare:
