@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -470,3 +472,42 @@ async def test_global_providers_not_set_only_pass_on_a_trace(amqp_url: str, brok
     for message in (inside, batch):
         assert traceparent_ids((message.header.properties.headers or {})["traceparent"]) == (0x1234, 0x5678)
     assert otel.spans() == ()
+
+
+_API_ONLY_PROGRAM = """
+import asyncio, importlib.abc, json, sys
+
+class NoSdk(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "opentelemetry.sdk" or name.startswith("opentelemetry.sdk."):
+            raise ModuleNotFoundError(name)
+
+sys.meta_path.insert(0, NoSdk())
+from opentelemetry import trace  # the API is there, as FastAPI would bring it
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+import aiopublish
+from aiopublish import _tracing
+
+async def main():
+    async with aiopublish.Publisher(sys.argv[1], routing_key=sys.argv[2]) as publisher:
+        incoming = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        with trace.use_span(NonRecordingSpan(incoming)):
+            await publisher.publish("api only")
+    print(json.dumps({"enabled": _tracing.enabled, "record": "aiopublish._otel_record" in sys.modules}))
+
+asyncio.run(main())
+"""
+
+
+async def test_api_only_is_off(amqp_url: str, broker: Broker) -> None:
+    """With opentelemetry-api but no SDK, aiopublish stays off: no record module loaded, no trace header."""
+    queue = await broker.queue()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _API_ONLY_PROGRAM, amqp_url, queue, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert json.loads(out.decode().strip().splitlines()[-1]) == {"enabled": False, "record": False}
+    message = await broker.get(queue)
+    assert message.body == b'"api only"'
+    assert message.header.properties.headers in (None, {})
