@@ -21,6 +21,7 @@ from ._pool import get_connection, get_producer
 from ._publisher import Publisher
 from ._result import PublishResult, PublishStatus
 from ._serialization import register_compressor, register_serializer
+from ._tracing import instrument, uninstrument
 from ._types import BatchOptions, DefaultOptions, PublishOptions
 from .retry import RetryPolicy
 
@@ -51,8 +52,10 @@ __all__ = [
     "UndeliverableMessage",
     "get_connection",
     "get_producer",
+    "instrument",
     "register_compressor",
     "register_serializer",
+    "uninstrument",
 ]
 
 __version__ = "0.1.0"

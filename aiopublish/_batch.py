@@ -21,6 +21,7 @@ from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import Options, Prepared
 from ._result import PublishResult, result_of
+from ._tracing import NO_SPAN, NoRecord
 from .retry import DEFAULT_RETRY_POLICY, RetryState
 
 __all__ = ["prepare_batch", "publish_prepared"]
@@ -71,6 +72,7 @@ async def publish_prepared(
     options: Options,
     on_retry: Callable[[RetryState], None],
     refused: Mapping[int, BaseException] | None = None,
+    span: NoRecord = NO_SPAN,
 ) -> list[PublishResult]:
     """Publish encoded messages under `options` (confirms, retry, timeout); one result per message, in order.
 
@@ -82,7 +84,7 @@ async def publish_prepared(
     async def attempt() -> None:
         nonlocal todo
         for _ in range(1 + BYSTANDER_REPUBLISHES):
-            await _send(link, slots, metrics, messages, todo, options, errors)
+            await _send(link, slots, metrics, messages, todo, options, errors, span)
             retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
             if not retriable:
                 return
@@ -108,9 +110,14 @@ async def publish_prepared(
         for index in todo:
             if index not in errors or is_retriable(errors[index]):
                 errors[index] = timeout
+    except asyncio.CancelledError as exc:
+        span.finish(exc)
+        raise
     except Exception:
         pass  # every message's own error is in `errors`
-    return _results(messages, errors, options, metrics)
+    results = _results(messages, errors, options, metrics)
+    span.finish_batch(results)
+    return results
 
 
 async def _send(
@@ -121,6 +128,7 @@ async def _send(
     todo: list[int],
     options: Options,
     errors: dict[int, BaseException],
+    span: NoRecord,
 ) -> None:
     """One attempt at sending `todo`: fills `errors` for those that failed, clears it for the rest."""
     for index in todo:
@@ -135,6 +143,8 @@ async def _send(
         return
     batch = Batch(asyncio.get_running_loop(), slots.release)
     track = options.use_confirms
+    written = 0  # todo[:written] went out (they are sent in order), but for those in `unsent`
+    unsent: list[int] = []
     try:
         for position, index in enumerate(todo):
             if link.is_blocked:
@@ -148,6 +158,7 @@ async def _send(
             except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
                 slots.release()
                 errors[index] = type(exc)(f"payload {index}: {exc}")
+                unsent.append(index)
                 continue
             except Exception as exc:
                 slots.release()
@@ -155,6 +166,7 @@ async def _send(
                     errors[rest] = exc
                 break
             metrics.published += 1
+            written = position + 1
             if not track:
                 slots.release()
             if position % _DRAIN_EVERY == _DRAIN_EVERY - 1:
@@ -163,6 +175,11 @@ async def _send(
         await batch.done
     finally:
         errors.update(batch.errors)
+        if unsent:
+            sent = [i for i in todo[:written] if i not in unsent]
+            span.written(sent, len(sent))
+        else:
+            span.written(todo, written)
     # Publishes that may have caused another's channel error: each again alone, to find out.
     for index in [i for i in todo if isinstance(errors.get(i), Suspect)]:
         message = messages[index]

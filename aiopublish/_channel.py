@@ -154,6 +154,11 @@ class ConfirmChannel(aiormq.Channel):
         """Publishes written and not yet confirmed, returned or failed."""
         return len(self._pending)
 
+    @property
+    def last_delivery_tag(self) -> int:
+        """The delivery tag of the latest send() on this channel (tracing records it), 0 before any."""
+        return self._next_tag - 1
+
     def send(
         self, message: Prepared, *, track: bool, batch: Batch | None = None, index: int = 0
     ) -> asyncio.Future[None] | None:

@@ -35,6 +35,7 @@ from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
 from ._result import PublishResult, result_of
+from ._tracing import NO_SPAN, NoRecord
 from ._transports import link_for
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
@@ -224,9 +225,11 @@ class Publisher:
         try:
             self._check_open()
             options = self._options_for(kwargs) if kwargs else self._defaults
-            if _tracing.enabled and _tracing.active():
-                span = _tracing.start_publish(options.exchange, options.routing_key)
-                options = options.override({"extra_headers": span.headers()})
+            if _tracing.enabled:
+                span = _tracing.start_publish(options, self._link)
+                trace_headers = span.headers()
+                if trace_headers:
+                    options = options.override({"extra_headers": trace_headers})
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
             deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
@@ -245,7 +248,7 @@ class Publisher:
                 span.set_message(message.message_id, len(message.body))
                 if options.mandatory and not options.use_confirms:
                     warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-                await self._run(message, options, deadline)
+                await self._run(message, options, deadline, span)
             finally:
                 self._slots.release()
         except BaseException as exc:
@@ -293,14 +296,14 @@ class Publisher:
             f"{self._slots.used} publishes are under way (max_in_flight={self._slots.limit})"
         )
 
-    async def _run(self, message: Prepared, options: Options, deadline: float | None) -> None:
+    async def _run(self, message: Prepared, options: Options, deadline: float | None, span: NoRecord) -> None:
         last_error: list[BaseException] = []
 
         async def attempt() -> None:
             republished = 0
             while True:
                 try:
-                    await self._attempt(message, options)
+                    await self._attempt(message, options, span)
                     return
                 except Bystander as exc:
                     # Another publish's error closed the channel: publish again at once, no attempt spent.
@@ -316,9 +319,8 @@ class Publisher:
             async with asyncio.timeout_at(deadline) as timer:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(
-                        attempt, retry=is_retriable, on_retry=self._on_retry("publish of message", message.message_id)
-                    )
+                    on_retry = self._on_retry("publish of message", message.message_id, span)
+                    await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
                 else:
                     await attempt()
         except TimeoutError:
@@ -337,7 +339,7 @@ class Publisher:
             text += f"; last error: {last_error[0]}"
         return PublishTimeout(text)
 
-    async def _attempt(self, message: Prepared, options: Options) -> None:
+    async def _attempt(self, message: Prepared, options: Options, span: NoRecord) -> None:
         link = self._link
         channel = link.ready_channel() or await link.channel()
         if options.call_declare:
@@ -347,6 +349,8 @@ class Publisher:
         await channel.wait_writable()
         future = channel.send(message, track=options.use_confirms)
         self._metrics.published += 1
+        if span is not NO_SPAN:
+            span.sent(link, channel)
         if future is None:
             return
         try:
@@ -385,41 +389,59 @@ class Publisher:
         """
         self._check_open()
         options = self._options_for(kwargs, "publish_many()") if kwargs else self._defaults
-        messages, refused = prepare_batch(list(payloads), options, routing_keys, headers)
+        payloads = list(payloads)
+        span = NO_SPAN
+        if _tracing.enabled:
+            span = _tracing.start_batch(options, self._link, len(payloads), routing_keys)
+            trace_headers = span.headers()
+            if trace_headers:
+                options = options.override({"extra_headers": trace_headers})
+        try:
+            messages, refused = prepare_batch(payloads, options, routing_keys, headers)
+        except BaseException as exc:
+            span.finish(exc)
+            raise
         if options.mandatory and not options.use_confirms:
             warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-        return await self._publish_prepared(messages, options, refused)
+        return await self._publish_prepared(messages, options, refused, span)
 
     async def _publish_prepared(
         self,
         messages: Sequence[Prepared | None],
         options: Options,
         refused: Mapping[int, BaseException] | None = None,
+        span: NoRecord = NO_SPAN,
     ) -> list[PublishResult]:
         """Publish messages encoded already (publish_many, the outbox relay) under `options`."""
+        if span is NO_SPAN and _tracing.enabled:  # the relay's messages: a span, but no trace headers in them
+            keys = [m.routing_key if m is not None else options.routing_key for m in messages]
+            span = _tracing.start_batch(options, self._link, len(messages), keys)
         return await publish_prepared(
             self._link,
             self._slots,
             self._metrics,
             messages,
             options,
-            self._on_retry("publish_many, messages:", len(messages)),
+            self._on_retry("publish_many, messages:", len(messages), span),
             refused,
+            span,
         )
 
-    def _on_retry(self, what: str, which: object) -> Callable[[RetryState], None]:
+    def _on_retry(self, what: str, which: object, span: NoRecord = NO_SPAN) -> Callable[[RetryState], None]:
         """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
 
         def on_retry(state: RetryState) -> None:
             self._metrics.retried += 1
+            error = self._params.mask(str(state.exception))
             log.warning(
                 "%s %s failed on attempt %d (%s: %s); retrying in %.2f s",
                 what,
                 which,
                 state.attempt,
                 type(state.exception).__name__,
-                self._params.mask(str(state.exception)),
+                error,
                 state.next_wait,
             )
+            span.retried(state, error)
 
         return on_retry

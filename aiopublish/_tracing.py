@@ -1,175 +1,137 @@
-"""OpenTelemetry tracing of publishes (the `aiopublish[otel]` extra).
+"""OpenTelemetry for publishes: whether it is on, the public switch, and the record that does nothing.
 
-When `opentelemetry-api` imports, every `Publisher.publish()` runs inside a
-PRODUCER span named "{destination} publish" with the messaging semantic
-conventions' attributes, and the span's W3C trace context (`traceparent`,
-`tracestate` when there is one, and baggage if the global propagator sends it)
-travels in the message headers, so a consumer can continue the trace. Spans go
-to the global tracer provider unless `set_tracer_provider()` names another.
+On (`enabled`) when the OpenTelemetry SDK is installed (the `aiopublish[otel]`
+extra) and neither `OTEL_SDK_DISABLED=true` nor `aiopublish` in
+`OTEL_PYTHON_DISABLED_INSTRUMENTATIONS` turns it off, or after `instrument()`;
+off after `uninstrument()`. With the API alone (FastAPI installs it) it stays off.
+When off the publisher checks `enabled` once per publish and uses NO_SPAN, whose
+methods do nothing: nothing of OpenTelemetry is imported or called.
 
-Without the extra `enabled` is False and the publisher never enters this module's
-code path: tracing then costs one attribute check per publish.
+When on, each publish / publish_many gets a record (_otel_record) that makes the
+PRODUCER span, injects its context into the headers, and feeds the two metrics.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer, TracerProvider
+    from ._link import LinkLike
+    from ._options import Options
+    from ._otel_record import Instruments
+    from ._result import PublishResult
+    from .retry import RetryState
 
-try:  # the otel extra: aiopublish[otel]
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
-except ImportError:  # pragma: no cover - depends on the environment
-    _API = False
-else:
-    _API = True
-
-__all__ = ["NO_SPAN", "PublishSpan", "active", "enabled", "set_tracer_provider", "start_publish"]
-
-#: True when opentelemetry-api is installed; the publisher takes the traced path only then.
-enabled: bool = _API
-
-#: Instrumentation scope of aiopublish's spans.
-TRACER_NAME = "aiopublish"
-#: Destination name used for the default exchange (whose real name is the empty string).
-DEFAULT_EXCHANGE = "amq.default"
-#: Outcomes that mark the span as an error.
-ERROR_OUTCOMES = frozenset({"returned", "nacked", "failed"})
-
-_provider: TracerProvider | None = None
-_tracer: Tracer | None = None
+__all__ = ["NO_SPAN", "NoRecord", "enabled", "instrument", "start_batch", "start_publish", "uninstrument"]
 
 
-def set_tracer_provider(provider: TracerProvider | None) -> None:
-    """Make aiopublish's spans go to `provider` rather than the global one; None goes back to the global.
-
-    OpenTelemetry's global provider can be set once per process; this lets tests and
-    applications with several providers choose one for aiopublish alone.
-    """
-    global _provider, _tracer
-    _provider = provider
-    _tracer = None
-
-
-def _no_sdk() -> bool:
-    """Whether no real tracer provider is installed globally (the API alone makes non-recording spans)."""
-    return isinstance(trace.get_tracer_provider(), (ProxyTracerProvider, NoOpTracerProvider))
-
-
-def active() -> bool:
-    """Whether a publish now would make a span or carry a trace context (False: skip tracing altogether).
-
-    False when opentelemetry is missing, or when no SDK is installed (the API alone only
-    makes non-recording spans) and no trace is current: a span would record nothing and
-    there would be no context to pass on.
-    """
-    if not _API:  # pragma: no cover - depends on the environment
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a parent package missing or half-installed
         return False
-    return _provider is not None or not _no_sdk() or trace.get_current_span().get_span_context().is_valid
 
 
-def _get_tracer() -> Tracer:
-    global _tracer
-    if _tracer is None:
-        from . import __version__  # not at import time: the package imports this module first
-
-        # With the global provider not yet set this is a proxy that follows it once it is.
-        _tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=_provider)
-    return _tracer
+_API = _importable("opentelemetry.trace") and _importable("opentelemetry.metrics")
+_SDK = _API and _importable("opentelemetry.sdk")
 
 
-class PublishSpan:
-    """The span of one publish: the trace context for the headers, then the message and outcome."""
+def auto_enabled(environ: Mapping[str, str] = os.environ, *, sdk: bool = _SDK) -> bool:
+    """Whether tracing is on without instrument(): the SDK is installed and no variable turns it off."""
+    if not sdk:
+        return False
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    disabled = {name.strip() for name in environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "").split(",")}
+    return "aiopublish" not in disabled
 
-    __slots__ = ("_context", "_error_type", "_span")
 
-    def __init__(self, span: Span | None = None, context: Context | None = None) -> None:
-        self._span = span
-        self._context = context
-        self._error_type: str | None = None
+#: Read once per publish: False means no span, no metric, no trace header, no OpenTelemetry call.
+enabled: bool = auto_enabled()
+
+_providers: tuple[Any, Any] = (None, None)  # (tracer provider, meter provider); None: the global one
+_instruments: Instruments | None = None  # built at the first traced publish (the package must be imported)
+
+
+def instrument(tracer_provider: Any = None, meter_provider: Any = None) -> None:
+    """Turn aiopublish's OpenTelemetry spans and metrics on, optionally with providers of your own.
+
+    `tracer_provider` / `meter_provider` default to the global ones (followed even when
+    they are set later). Needed only to choose providers, or when the SDK is not
+    installed but another provider is; calling it again replaces the providers.
+    Raises RuntimeError without opentelemetry-api, TypeError for an object that is
+    not a provider.
+    """
+    global enabled, _providers, _instruments
+    if not _API:
+        raise RuntimeError("OpenTelemetry is not installed: pip install 'aiopublish[otel]'")
+    if tracer_provider is not None and not callable(getattr(tracer_provider, "get_tracer", None)):
+        raise TypeError(f"tracer_provider must be an OpenTelemetry TracerProvider, not {tracer_provider!r}")
+    if meter_provider is not None and not callable(getattr(meter_provider, "get_meter", None)):
+        raise TypeError(f"meter_provider must be an OpenTelemetry MeterProvider, not {meter_provider!r}")
+    _providers = (tracer_provider, meter_provider)
+    _instruments = None
+    enabled = True
+
+
+def uninstrument() -> None:
+    """Turn aiopublish's spans and metrics off (no trace headers either) until instrument() is called."""
+    global enabled, _providers, _instruments
+    enabled = False
+    _providers = (None, None)
+    _instruments = None
+
+
+def _get_instruments() -> Instruments:
+    global _instruments
+    if _instruments is None:
+        from . import __version__
+        from ._otel_record import Instruments
+
+        _instruments = Instruments(*_providers, version=__version__)
+    return _instruments
+
+
+class NoRecord:
+    """The OpenTelemetry record of a publish or batch while tracing is off: every method does nothing."""
+
+    __slots__ = ()
 
     def headers(self) -> dict[str, str]:
-        """The trace context to put in the message headers (`traceparent`, `tracestate` if any)."""
-        if self._span is None:
-            return {}
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=self._context)
-        return carrier
+        """The trace context to carry in the message headers."""
+        return {}
 
     def set_message(self, message_id: str, body_size: int) -> None:
-        """Record the message id and the size of the body as sent (after compression)."""
-        if self._span is not None and self._span.is_recording():
-            self._span.set_attributes(
-                {
-                    "messaging.message.id": message_id,
-                    "messaging.message.body.size": body_size,
-                }
-            )
+        """Record the message id and the size of its body as sent."""
 
-    def set_outcome(self, outcome: str) -> None:
-        """Record confirmed / sent / returned / nacked / failed; the last three mark the span an error."""
-        span = self._span
-        if span is None:
-            return
-        span.set_attribute("aiopublish.outcome", outcome)
-        if outcome in ERROR_OUTCOMES:
-            if outcome != "failed":
-                self._set_error_type(outcome)
-            span.set_status(Status(StatusCode.ERROR, outcome))
+    def sent(self, link: LinkLike, channel: object) -> None:
+        """Note that the message was written on `channel` (delivery tag, node, socket peer)."""
 
-    def finish(self, exc: BaseException | None, outcome: str = "failed") -> None:
-        """End the span: with `exc`, as that failure; else with `outcome` (confirmed / sent)."""
-        span = self._span
-        if span is None:
-            return
-        if exc is None:
-            self.set_outcome(outcome)
-        else:
-            reason = getattr(exc, "reason", None)
-            self.set_outcome(reason if reason in ("returned", "nacked") else "failed")
-            self._fail(exc)
-        span.end()
+    def written(self, todo: Sequence[int], count: int) -> None:
+        """Note that the first `count` messages of `todo` (indexes in the batch) were written."""
 
-    def _set_error_type(self, error_type: str) -> None:
-        if self._span is not None and self._error_type is None:
-            self._error_type = error_type
-            self._span.set_attribute("error.type", error_type)
+    def retried(self, state: RetryState, error: str) -> None:
+        """Record a failed attempt that will be retried; `error` is its message, secrets masked."""
 
-    def _fail(self, exc: BaseException) -> None:
-        span = self._span
-        if span is None or not span.is_recording():
-            return
-        if isinstance(exc, Exception):
-            span.record_exception(exc)
-        self._set_error_type(type(exc).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+    def finish(self, exc: BaseException | None, status: str = "failed") -> None:
+        """End with `exc`, or with `status` (confirmed / sent) when it is None."""
+
+    def finish_batch(self, results: Sequence[PublishResult]) -> None:
+        """End a batch's record with its messages' outcomes."""
 
 
-#: The span of a publish that is not traced: every method does nothing.
-NO_SPAN = PublishSpan()
+#: The record of a publish that is not traced.
+NO_SPAN = NoRecord()
 
 
-def start_publish(exchange: str, routing_key: str) -> PublishSpan:
-    """Start the PRODUCER span of one publish (NO_SPAN when tracing is inactive); end it with finish()."""
-    if not _API or not active():
-        return NO_SPAN
-    destination = exchange or DEFAULT_EXCHANGE
-    attributes: dict[str, str] = {
-        "messaging.system": "rabbitmq",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "publish",
-        "messaging.destination.name": destination,
-    }
-    if routing_key:
-        attributes["messaging.rabbitmq.destination.routing_key"] = routing_key
-    span = _get_tracer().start_span(
-        f"{destination} publish",
-        kind=SpanKind.PRODUCER,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
-    )
-    return PublishSpan(span, trace.set_span_in_context(span))
+def start_publish(options: Options, link: LinkLike) -> NoRecord:
+    """Start the record of one publish under `options` (call only when `enabled`)."""
+    return _get_instruments().start_publish(options, link)
+
+
+def start_batch(options: Options, link: LinkLike, count: int, routing_keys: Sequence[str] | None) -> NoRecord:
+    """Start the record of a batch of `count` messages (call only when `enabled`)."""
+    return _get_instruments().start_batch(options, link, count, routing_keys)
