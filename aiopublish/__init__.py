@@ -15,7 +15,7 @@ from ._exceptions import (
     TLSError,
     UndeliverableMessage,
 )
-from ._pool import get_connection, get_producer
+from ._pool import close_pools, get_connection, get_producer
 from ._publisher import Publisher, PublishResult
 from ._serialization import register_compressor, register_serializer
 from .retry import RetryPolicy
@@ -39,6 +39,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "close_pools",
     "get_connection",
     "get_producer",
     "register_compressor",
