@@ -8,9 +8,8 @@ compressor turns body bytes into compressed bytes and names itself in the messag
 from __future__ import annotations
 
 import bz2
-import json
+import importlib.util
 import lzma
-import pickle
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,22 +96,30 @@ def get_compressor(name: str) -> Compressor:
         raise ValueError(f"unknown compression {name!r} (known: {known})") from None
 
 
-_orjson: Any
-try:  # orjson is an optional speedup: aiopublish[speed]
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson = None
+# The optional codecs are looked up here and imported at their first use, not at
+# `import aiopublish` (msgpack, orjson, json, pickle: about 15 ms together).
+_UNLOADED: Any = object()
+_orjson: Any = _UNLOADED if importlib.util.find_spec("orjson") is not None else None  # aiopublish[speed]
+_ORJSON_OPTIONS = 0
 
-# Types orjson would encode but the stdlib refuses are passed through, so orjson raises
-# and the stdlib decides: a payload is accepted or refused the same way either way.
-_ORJSON_OPTIONS = (
-    0
-    if _orjson is None
-    else _orjson.OPT_NON_STR_KEYS
-    | _orjson.OPT_PASSTHROUGH_DATETIME
-    | _orjson.OPT_PASSTHROUGH_DATACLASS
-    | _orjson.OPT_PASSTHROUGH_SUBCLASS
-)
+
+def _load_orjson() -> Any:
+    global _orjson, _ORJSON_OPTIONS
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - a broken install: found but not importable
+        _orjson = None
+        return None
+    # Types orjson would encode but the stdlib refuses are passed through, so orjson raises
+    # and the stdlib decides: a payload is accepted or refused the same way either way.
+    _ORJSON_OPTIONS = (
+        orjson.OPT_NON_STR_KEYS
+        | orjson.OPT_PASSTHROUGH_DATETIME
+        | orjson.OPT_PASSTHROUGH_DATACLASS
+        | orjson.OPT_PASSTHROUGH_SUBCLASS
+    )
+    _orjson = orjson
+    return orjson
 
 
 def _json_dumps(payload: Any) -> bytes:
@@ -120,16 +127,21 @@ def _json_dumps(payload: Any) -> bytes:
 
     Both decode to the same value, except NaN and infinities, which orjson writes as null.
     """
-    if _orjson is not None:
+    codec = _orjson if _orjson is not _UNLOADED else _load_orjson()
+    if codec is not None:
         try:
-            encoded: bytes = _orjson.dumps(payload, option=_ORJSON_OPTIONS)
+            encoded: bytes = codec.dumps(payload, option=_ORJSON_OPTIONS)
             return encoded
         except TypeError:
             pass  # e.g. an int beyond 64 bits, a set, a subclass: let the stdlib accept or refuse it
+    import json
+
     return json.dumps(payload).encode("utf-8")
 
 
 def _pickle_dumps(payload: Any) -> bytes:
+    import pickle
+
     return pickle.dumps(payload, protocol=pickle.DEFAULT_PROTOCOL)
 
 
@@ -141,13 +153,11 @@ register_serializer("raw", _raw_placeholder, "application/data", "binary")
 register_serializer("json", _json_dumps, "application/json", "utf-8")
 register_serializer("pickle", _pickle_dumps, "application/x-python-serialize", "binary")
 
-try:  # msgpack is an optional extra: aiopublish[msgpack]
-    import msgpack
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-else:
+if importlib.util.find_spec("msgpack") is not None:  # the optional extra aiopublish[msgpack]
 
     def _msgpack_dumps(payload: Any) -> bytes:
+        import msgpack
+
         packed: bytes = msgpack.packb(payload, use_bin_type=True)
         return packed
 
@@ -157,13 +167,11 @@ register_compressor("gzip", zlib.compress, "application/x-gzip", aliases=("zlib"
 register_compressor("bzip2", bz2.compress, "application/x-bz2")
 register_compressor("lzma", lzma.compress, "application/x-lzma", aliases=("xz",))
 
-try:  # zstd is an optional extra: aiopublish[zstd]
-    import zstandard
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-else:
+if importlib.util.find_spec("zstandard") is not None:  # the optional extra aiopublish[zstd]
 
     def _zstd_compress(body: bytes) -> bytes:
+        import zstandard
+
         compressed: bytes = zstandard.ZstdCompressor().compress(body)
         return compressed
 

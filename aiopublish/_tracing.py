@@ -13,22 +13,52 @@ code path: tracing then costs one attribute check per publish.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from opentelemetry.context import Context
-    from opentelemetry.trace import Span, Tracer, TracerProvider
-
-try:  # the otel extra: aiopublish[otel]
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
-    from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
-except ImportError:  # pragma: no cover - depends on the environment
-    _API = False
-else:
-    _API = True
+    from opentelemetry.context import Context
+    from opentelemetry.trace import (
+        NoOpTracerProvider,
+        ProxyTracerProvider,
+        Span,
+        SpanKind,
+        Status,
+        StatusCode,
+        Tracer,
+        TracerProvider,
+    )
+
+
+def _installed() -> bool:
+    # Only looked up here; imported by _load() at the first publish (about 10 ms off `import aiopublish`).
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except ImportError:  # pragma: no cover - depends on the environment
+        return False
+
+
+_API = _installed()
+_loaded = False
+
+
+def _load() -> bool:
+    """Import the otel extra (once); False, and tracing off, if it does not import."""
+    global _API, _loaded, enabled, otel_context, propagate, trace
+    global NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
+    _loaded = True
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry import propagate, trace
+        from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode
+    except ImportError:  # pragma: no cover - a broken install: found but not importable
+        _API = enabled = False
+    return _API
+
 
 __all__ = ["PublishSpan", "active", "enabled", "publish_span", "set_tracer_provider"]
 
@@ -70,6 +100,8 @@ def active() -> bool:
     there would be no context to pass on.
     """
     if not _API:  # pragma: no cover - depends on the environment
+        return False
+    if not _loaded and not _load():  # pragma: no cover - a broken install
         return False
     return _provider is not None or not _no_sdk() or trace.get_current_span().get_span_context().is_valid
 
