@@ -126,7 +126,8 @@ def test_readme_has_python_blocks() -> None:
     """The README's python blocks are found (a broken parser would make the other tests vacuous)."""
     assert len(SNIPPETS) >= 8
     assert any("asyncio.run(main())" in snippet.source for snippet in SNIPPETS)
-    assert sum(snippet.kind == "skip" for snippet in SNIPPETS) <= 3, "skip is for the odd fragment"
+    skipped = [snippet.line for snippet in SNIPPETS if snippet.kind == "skip"]
+    assert len(skipped) * 4 <= len(SNIPPETS), f"skip is for the odd fragment, not {len(skipped)}: lines {skipped}"
 
 
 def test_the_parser_reads_directives() -> None:
