@@ -45,7 +45,12 @@ def make_venv() -> None:
         reason = detail[-1] if detail else f"exit {result.returncode}"
         # A half-made .venv (no pip in it) would be reused next time: remove it.
         subprocess.run([sys.executable, "-c", f"import shutil; shutil.rmtree({str(VENV)!r}, True)"], check=False)
-        sys.exit(f"dev.py: cannot make a virtual environment ({reason}); {venv_hint()}")
+        output = (result.stderr or "") + (result.stdout or "")
+        # Debian and Ubuntu ship venv's ensurepip in a separate package (python3-venv).
+        missing = "ensurepip" in output or "No module named venv" in output
+        if missing:
+            sys.exit(f"dev.py: cannot make a virtual environment: this Python has no ensurepip; {venv_hint()}")
+        sys.exit(f"dev.py: cannot make a virtual environment in {VENV} ({reason})")
 
 
 def has_nox() -> bool:
