@@ -28,9 +28,8 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
+import dev
 from tests.broker import test_url as broker_url
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_PYTHON = Path("/usr/bin/python3")
@@ -104,6 +103,7 @@ def _debian_minor() -> int:
     return int(out.stdout)
 
 
+@pytest.mark.slow
 def test_try_it_commands_from_a_fresh_clone(clone: Path, vhost_url: str) -> None:
     """`python3 dev.py example` publishes and reads back, `python3 dev.py tests ...` passes, on Debian's python3."""
     assert not (clone / ".venv").exists() and not (clone / ".nox").exists()
@@ -123,6 +123,7 @@ def test_try_it_commands_from_a_fresh_clone(clone: Path, vhost_url: str) -> None
     assert "Session tests was successful" in tests.stdout + tests.stderr
 
 
+@pytest.mark.slow
 def test_try_it_commands_without_a_broker(clone: Path) -> None:
     """With no broker answering, both commands fail and say in one line how to start one."""
     nowhere = "amqp://guest:guest@127.0.0.1:1/"
@@ -133,3 +134,38 @@ def test_try_it_commands_without_a_broker(clone: Path) -> None:
     assert tests.returncode != 0
     lines = [line for line in (tests.stdout + tests.stderr).splitlines() if "No RabbitMQ answers" in line]
     assert len(lines) == 1 and "rabbitmq-server -detached" in lines[0], tests.stdout + tests.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "The virtual environment was not created successfully because ensurepip is not\navailable.",
+            "this Python has no ensurepip; install Debian's venv support: `apt-get install python3-venv`",
+        ),
+        ("Error: [Errno 13] Permission denied: '/x/.venv'", "(Error: [Errno 13] Permission denied: '/x/.venv')"),
+    ],
+)
+def test_dev_py_says_what_to_install_when_venv_fails(
+    output: str, expected: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """dev.py names python3-venv when ensurepip is missing, and only then; it leaves no half-made .venv."""
+    if not Path("/etc/debian_version").exists():
+        expected = expected.replace("install Debian's venv support: `apt-get install python3-venv`", "install")
+    venv = tmp_path / ".venv"
+    monkeypatch.setattr(dev, "VENV", venv)
+    monkeypatch.setattr(dev, "VENV_PYTHON", venv / "bin" / "python")
+    real_run = subprocess.run
+
+    def fake_run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if command[1:3] == ["-m", "venv"]:
+            venv.mkdir()  # as a failed venv leaves it
+            return subprocess.CompletedProcess(command, 1, output, "")
+        return real_run(command, **kwargs)  # type: ignore[call-overload, no-any-return]
+
+    monkeypatch.setattr(dev.subprocess, "run", fake_run)
+    with pytest.raises(SystemExit) as exited:
+        dev.make_venv()
+    assert expected in str(exited.value)
+    assert ("python3-venv" in str(exited.value)) == ("ensurepip" in output)
+    assert not venv.exists()
