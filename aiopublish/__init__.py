@@ -17,7 +17,7 @@ from ._exceptions import (
     UndeliverableMessage,
 )
 from ._metrics import Metrics
-from ._pool import get_connection, get_producer
+from ._pool import close_pools, get_connection, get_producer
 from ._publisher import Publisher
 from ._result import PublishResult, PublishStatus
 from ._serialization import register_compressor, register_serializer
@@ -50,6 +50,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "close_pools",
     "get_connection",
     "get_producer",
     "instrument",

@@ -36,8 +36,15 @@ _MASK = "******"
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by asterisks, for logs, reprs and errors."""
-    parsed = URL(str(url))
+    """The URL with its password, and nothing else, replaced by `******`, for logs, reprs and errors.
+
+    The user name stays (even when it equals the password). A text yarl cannot parse as a URL is
+    masked as free text (`mask_text`).
+    """
+    try:
+        parsed = URL(str(url))
+    except ValueError:
+        return mask_text(str(url))
     if parsed.password:
         parsed = parsed.with_password(_MASK)
     return str(parsed)
@@ -201,12 +208,18 @@ class ConnectionParams:
         return bool(dict(self.transport_options).get("shuffle_nodes", False))
 
     def mask(self, text: str) -> str:
-        """`text` with every node's password (plain or URL-quoted) replaced by asterisks."""
+        """`text` with every URL's password replaced by `******`, and this params' passwords where
+        they stand as a URL's userinfo without the scheme (`user:secret@host`, plain or URL-quoted).
+
+        Only passwords in userinfo are masked: a user name, a vhost or a broker's text that happens
+        to contain the same characters is left as it is.
+        """
+        text = mask_text(text)
         for url in self.urls:
             parsed = URL(url)
             for secret in {parsed.password, parsed.raw_password}:
                 if secret:
-                    text = text.replace(secret, _MASK)
+                    text = text.replace(f":{secret}@", f":{_MASK}@")
         return text
 
     def _ssl_context(self, url: str | None = None) -> ssl_module.SSLContext | None:
@@ -401,9 +414,11 @@ class AmqpConnection(aiormq.Connection):
                 log.exception("blocked-state callback failed")
 
 
-_PASSWORD_IN_URL = re.compile(r"(amqps?://[^:/@\s]*:)[^@\s]*@")
+# scheme://user:password@ in free text: the password is everything between the first ':' after
+# the scheme and the '@' (userinfo holds no '/', '@' or whitespace unquoted).
+_PASSWORD_IN_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]*@")
 
 
 def mask_text(text: str) -> str:
-    """Mask any amqp URL password that appears in free text."""
+    """Mask the password of every URL with userinfo (`scheme://user:password@`) in free text."""
     return _PASSWORD_IN_URL.sub(rf"\g<1>{_MASK}@", text)

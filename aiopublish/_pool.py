@@ -3,14 +3,19 @@
 Connections are pooled per event loop and per connection arguments, so two
 sequential `get_connection()` calls with the same arguments share one robust
 connection; producers (channels) are pooled per connection and confirm flag.
+`close_pools()` closes what this event loop's pools opened. asyncio.run() calls it as the loop
+shuts down (aio-pika's robust connections keep tasks running until they are closed), so a
+program that forgets it still ends with no task pending.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
@@ -19,27 +24,66 @@ from ._exceptions import ConnectionFailed, translate
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
-__all__ = ["get_connection", "get_producer"]
+__all__ = ["close_pools", "get_connection", "get_producer"]
 
-_Pools = dict[ConnectionParams, "AbstractRobustConnection"]
-_connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pools] = weakref.WeakKeyDictionary()
-_producers: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[tuple[ConnectionParams, bool], AbstractRobustChannel]
-] = weakref.WeakKeyDictionary()
+log = logging.getLogger("aiopublish")
+
+_AMQPLAIN_REFUSED = (
+    "get_connection() and get_producer() cannot log in with AMQPLAIN: they yield aio-pika objects, and "
+    "aio-pika opens its connections through aiormq.connect(), which offers only PLAIN and EXTERNAL. "
+    "Publish with Publisher(..., login_method='AMQPLAIN'), which opens its own connection and supports it"
+)
 
 
-async def _connection_for(params: ConnectionParams) -> AbstractRobustConnection:
+@dataclass
+class _LoopPools:
+    """One event loop's pooled connections and channels."""
+
+    connections: dict[ConnectionParams, AbstractRobustConnection] = field(default_factory=dict)
+    producers: dict[tuple[ConnectionParams, bool], AbstractRobustChannel] = field(default_factory=dict)
+    # Held while a connection or channel is being opened, so concurrent first uses share one.
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Started async generator whose finally closes the pools: asyncio.run() and Runner.close()
+    # finalize the loop's async generators before closing it (loop.shutdown_asyncgens()), so a
+    # program that never calls close_pools() still ends with nothing pending.
+    guard: AsyncGenerator[None] | None = None
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopPools] = weakref.WeakKeyDictionary()
+
+
+async def _closed_at_shutdown() -> AsyncGenerator[None]:
+    try:
+        yield
+    finally:
+        await _close_pools(from_guard=True)
+
+
+async def _loop_pools() -> _LoopPools:
+    loop = asyncio.get_running_loop()
+    pools = _pools.get(loop)
+    if pools is None:
+        pools = _pools[loop] = _LoopPools()
+        pools.guard = _closed_at_shutdown()
+        await anext(pools.guard)  # started: the loop now tracks it (weakly: pools holds it)
+    return pools
+
+
+def _params(
+    amqp_uri: str, ssl: Any, login_method: str | None, transport_options: Mapping[str, Any] | None
+) -> ConnectionParams:
+    params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
     if params.login_method == "AMQPLAIN":
-        raise ValueError("get_connection() supports login_method PLAIN and EXTERNAL; Publisher supports AMQPLAIN")
-    pool = _connections.setdefault(asyncio.get_running_loop(), {})
-    connection = pool.get(params)
-    if connection is not None and not connection.is_closed:
-        return connection
+        raise ValueError(_AMQPLAIN_REFUSED)
+    return params
+
+
+async def _open(params: ConnectionParams) -> AbstractRobustConnection:
     import aio_pika  # here, not at module level: only these helpers need it (faster `import aiopublish`)
 
     options = dict(params.transport_options)
     try:
-        connection = await aio_pika.connect_robust(
+        return await aio_pika.connect_robust(
             str(params._connection_url()),
             ssl_context=params._ssl_context(),
             client_properties=dict(options.get("client_properties", ())) or None,
@@ -50,7 +94,12 @@ async def _connection_for(params: ConnectionParams) -> AbstractRobustConnection:
         if error is exc:
             raise
         raise ConnectionFailed(f"cannot connect to {params.masked_url}: {error}") from None
-    pool[params] = connection
+
+
+async def _connection_for(pools: _LoopPools, params: ConnectionParams) -> AbstractRobustConnection:
+    connection = pools.connections.get(params)
+    if connection is None or connection.is_closed:
+        connection = pools.connections[params] = await _open(params)
     return connection
 
 
@@ -61,9 +110,15 @@ async def get_connection(
     login_method: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[AbstractRobustConnection]:
-    """Yield the pooled aio-pika robust connection for these arguments (opened on first use)."""
-    params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
-    yield await _connection_for(params)
+    """Yield the pooled aio-pika robust connection for these arguments (opened on first use).
+
+    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can).
+    """
+    params = _params(amqp_uri, ssl, login_method, transport_options)
+    pools = await _loop_pools()
+    async with pools.lock:
+        connection = await _connection_for(pools, params)
+    yield connection
 
 
 @asynccontextmanager
@@ -74,16 +129,48 @@ async def get_producer(
     login_method: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[AbstractRobustChannel]:
-    """Yield the pooled aio-pika channel for these arguments, in confirm mode when `confirms` is true."""
-    params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
-    connection = await _connection_for(params)
-    pool = _producers.setdefault(asyncio.get_running_loop(), {})
-    key = (params, bool(confirms))
-    channel = pool.get(key)
-    if channel is None or channel.is_closed:
-        from aio_pika.abc import AbstractRobustChannel
+    """Yield the pooled aio-pika channel for these arguments, in confirm mode when `confirms` is true.
 
-        channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
-        assert isinstance(channel, AbstractRobustChannel)
-        pool[key] = channel
+    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can).
+    """
+    params = _params(amqp_uri, ssl, login_method, transport_options)
+    pools = await _loop_pools()
+    key = (params, bool(confirms))
+    async with pools.lock:
+        connection = await _connection_for(pools, params)
+        channel = pools.producers.get(key)
+        if channel is None or channel.is_closed:
+            from aio_pika.abc import AbstractRobustChannel
+
+            channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
+            assert isinstance(channel, AbstractRobustChannel)
+            pools.producers[key] = channel
     yield channel
+
+
+async def close_pools() -> None:
+    """Close every channel and connection get_connection()/get_producer() opened on this event loop.
+
+    Idempotent; the next get_connection() opens a new connection. A connection that fails to
+    close cleanly is logged (warning on the "aiopublish" logger) and dropped.
+    """
+    await _close_pools(from_guard=False)
+
+
+async def _close_pools(*, from_guard: bool) -> None:
+    pools = _pools.pop(asyncio.get_running_loop(), None)
+    if pools is None:
+        return
+    async with pools.lock:  # let a connection being opened finish, then close it too
+        channels = [channel for channel in pools.producers.values() if not channel.is_closed]
+        connections = list(pools.connections.values())
+        pools.producers.clear()
+        pools.connections.clear()
+    for group in (channels, connections):
+        results = await asyncio.gather(*(item.close() for item in group), return_exceptions=True)
+        for item, result in zip(group, results, strict=True):
+            if isinstance(result, Exception):
+                log.warning("closing pooled %r failed: %s", item, result)
+    guard, pools.guard = pools.guard, None
+    if guard is not None and not from_guard:
+        await guard.aclose()  # its finally finds nothing left to close

@@ -1,4 +1,4 @@
-"""FastAPI integration (the `aiopublish[fastapi]` extra): one Publisher per app, opened and drained with it.
+"""FastAPI integration (the `fastapi` extra, `pip install ".[fastapi]"` from a clone): one Publisher per app.
 
     from fastapi import FastAPI
     from aiopublish.fastapi import PublisherDep, publisher_lifespan
@@ -32,7 +32,10 @@ try:
     from fastapi import Depends, HTTPException, Request
     from starlette.applications import Starlette
 except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(f"aiopublish.fastapi needs FastAPI 0.118+: pip install 'aiopublish[fastapi]' ({exc})") from exc
+    # aiopublish is installed from a clone (it is not on a package index): the extra is ".[fastapi]" there.
+    raise ImportError(
+        f'aiopublish.fastapi needs FastAPI 0.118+: in your aiopublish clone, pip install ".[fastapi]" ({exc})'
+    ) from exc
 
 from ._publisher import Publisher
 

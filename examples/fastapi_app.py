@@ -1,6 +1,6 @@
 """A FastAPI app that publishes to RabbitMQ from a route and from BackgroundTasks.
 
-    pip install "aiopublish[fastapi]" uvicorn
+    pip install ".[fastapi]" uvicorn      # from a clone of aiopublish
     AIOPUBLISH_URL=amqp://guest:guest@localhost:5672/ uvicorn examples.fastapi_app:app
 
     curl -X POST localhost:8000/orders -H 'content-type: application/json' -d '{"order": 42, "status": "paid"}'

@@ -1,8 +1,9 @@
 """Testing code that publishes, with no RabbitMQ: copy this file into your own test suite.
 
-The fixtures come with aiopublish (a pytest plugin); the tests need pytest-asyncio.
+The fixtures come with aiopublish (a pytest plugin); the tests need pytest-asyncio. From a clone,
+with the project's settings (pyproject.toml; the test run collects this file too):
 
-    pytest examples/test_with_memory_broker.py
+    pip install -e ".[test]" && python -m pytest examples/test_with_memory_broker.py
 
 - `memory_broker`: a fresh in-memory broker; every ``Publisher("memory://")`` publishes to it.
 - `patched_broker`: the same, and every Publisher created during the test publishes to it
