@@ -36,6 +36,7 @@ HOOKS: list[tuple[type, str, str]] = [
     (aiormq.Channel, "_read_content", "called: reading a basic.return's body"),
     (aiormq.Channel, "_on_confirm_frame", "overridden: acks and nacks matched by aiopublish"),
     (aiormq.Channel, "_on_return_frame", "overridden: basic.return matched by aiopublish"),
+    (aiormq.Channel, "_on_close_frame", "overridden: nothing is written after the broker's channel.close"),
 ]
 # Set in aiormq's __init__, so only an instance has them: (class, attribute, expected type, why).
 INSTANCE_HOOKS: list[tuple[type, str, type, str]] = [
@@ -51,6 +52,7 @@ CALL_SITES = {
     "_read_content": (aiormq.channel, "def _read_content("),
     "_on_confirm_frame": (aiormq.channel, "self._on_confirm_frame("),
     "_on_return_frame": (aiormq.channel, "self._on_return_frame("),
+    "_on_close_frame": (aiormq.channel, "self._on_close_frame("),
 }
 KNOWN = {name for _, name, _ in HOOKS} | {name for _, name, _, _ in INSTANCE_HOOKS}
 
