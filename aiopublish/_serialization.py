@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import bz2
 import dataclasses
+import importlib.util
 import io
 import json
 import lzma
@@ -354,18 +355,19 @@ register_serializer("json-plain", dumps_plain, "application/json", "utf-8", deco
 register_serializer("json", dumps_kombu, "application/json", "utf-8", decoder=loads_kombu)
 register_serializer("pickle", _pickle_dumps, "application/x-python-serialize", "binary", decoder=_pickle_loads)
 
-try:  # msgpack is an optional extra: aiopublish[msgpack]
-    import msgpack
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-else:
+# The optional extras are found here and imported at their first use, not at `import aiopublish`.
+if importlib.util.find_spec("msgpack") is not None:  # aiopublish[msgpack]
 
     def _msgpack_dumps(payload: Any) -> bytes:
+        import msgpack
+
         # `default` runs only for what msgpack cannot pack itself: pydantic models and dataclasses.
         packed: bytes = msgpack.packb(payload, use_bin_type=True, default=model_to_data)
         return packed
 
     def _msgpack_loads(body: bytes) -> Any:
+        import msgpack
+
         return msgpack.unpackb(body, raw=False)
 
     register_serializer("msgpack", _msgpack_dumps, "application/x-msgpack", "binary", decoder=_msgpack_loads)
@@ -375,17 +377,17 @@ register_compressor("gzip", zlib.compress, "application/x-gzip", aliases=("zlib"
 register_compressor("bzip2", bz2.compress, "application/x-bz2", decompress=bz2.decompress)
 register_compressor("lzma", lzma.compress, "application/x-lzma", aliases=("xz",), decompress=lzma.decompress)
 
-try:  # zstd is an optional extra: aiopublish[zstd]
-    import zstandard
-except ImportError:  # pragma: no cover - depends on the environment
-    pass
-else:
+if importlib.util.find_spec("zstandard") is not None:  # aiopublish[zstd]
 
     def _zstd_compress(body: bytes) -> bytes:
+        import zstandard
+
         compressed: bytes = zstandard.ZstdCompressor().compress(body)
         return compressed
 
     def _zstd_decompress(body: bytes) -> bytes:
+        import zstandard
+
         # A stream reader also reads frames that do not record their content size (as kombu does).
         with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body)) as reader:
             data: bytes = reader.read()
