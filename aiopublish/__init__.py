@@ -14,6 +14,7 @@ from ._exceptions import (
     SerializationError,
     TLSError,
     UndeliverableMessage,
+    VhostNotFound,
 )
 from ._pool import get_connection, get_producer
 from ._publisher import Publisher, PublishResult
@@ -39,6 +40,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "VhostNotFound",
     "get_connection",
     "get_producer",
     "register_compressor",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._blame import Suspect
 from ._channel import Batch
-from ._exceptions import PublishTimeout, is_retriable
+from ._exceptions import PublishTimeout, is_retriable, is_retriable_or_nack
 from ._limit import InFlightLimit
 from ._link import LinkLike
 from ._metrics import Metrics
@@ -65,30 +65,30 @@ async def publish_prepared(
     """Publish encoded messages under `options` (confirms, retry, timeout); one result per message, in order."""
     errors: dict[int, BaseException] = {}
     todo = list(range(len(messages)))
+    retriable = is_retriable_or_nack if options.retry_nacked else is_retriable
 
     async def attempt() -> None:
         nonlocal todo
         await _send(link, slots, metrics, messages, todo, options, errors)
-        retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
-        if retriable:
-            todo = retriable
-            raise errors[retriable[0]]
+        again = [i for i in todo if i in errors and retriable(errors[i])]
+        if again:
+            todo = again
+            raise errors[again[0]]
 
     try:
         async with asyncio.timeout(options.timeout) as deadline:
             if options.retry:
                 policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
+                await policy.run(attempt, retry=retriable, on_retry=on_retry)
             else:
                 await attempt()
     except TimeoutError:
         if not deadline.expired():
             raise
         timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
-        if options.timeout is not None:
-            link.check_stalled(options.timeout)
+        link.check_alive()
         for index in todo:
-            if index not in errors or is_retriable(errors[index]):
+            if index not in errors or is_retriable(errors[index]):  # a nack stays "nacked"
                 errors[index] = timeout
     except Exception:
         pass  # every message's own error is in `errors`

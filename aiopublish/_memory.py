@@ -1128,10 +1128,13 @@ class MemoryLink:
     async def wait_unblocked(self) -> None:
         return None
 
-    def check_stalled(self, timeout: float) -> None:
-        return None  # nothing in memory stalls
+    def check_alive(self) -> None:
+        return None  # an in-memory link is always alive
 
     async def close(self, drain_timeout: float | None) -> None:
+        self.abandon()
+
+    def abandon(self) -> None:
         self.closed = True
         channel, self._channel = self._channel, None
         if channel is not None:

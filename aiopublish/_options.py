@@ -51,7 +51,16 @@ NAMED_OPTIONS = (
     "retry_policy",
 )
 PUBLISH_OPTIONS = frozenset(
-    (*NAMED_OPTIONS, "exchange", "routing_key", "headers", "extra_headers", "timeout", *MESSAGE_PROPERTIES)
+    (
+        *NAMED_OPTIONS,
+        "exchange",
+        "routing_key",
+        "headers",
+        "extra_headers",
+        "timeout",
+        "retry_nacked",
+        *MESSAGE_PROPERTIES,
+    )
 )
 # What **publish_kwargs of the constructor may hold: everything per-call except the named options.
 CONSTRUCTOR_PUBLISH_KWARGS = PUBLISH_OPTIONS - set(NAMED_OPTIONS)
@@ -92,7 +101,7 @@ def _seconds(name: str, value: Any) -> float:
 
 def _check(name: str, value: Any) -> Any:
     """Check and normalise one option's value (None is passed through where it means 'unset')."""
-    if name in ("use_confirms", "mandatory", "retry"):
+    if name in ("use_confirms", "mandatory", "retry", "retry_nacked"):
         return _check_bool(name, value)
     if name == "delivery_mode":
         try:
@@ -199,6 +208,8 @@ class Options:
     compression: Compressor | None = None
     retry: bool = True
     retry_policy: RetryPolicy | None = None
+    # A nacked publish is retried under the retry policy (quorum-queue leader elections, reject-publish).
+    retry_nacked: bool = False
     timeout: float | None = None
     content_type: str | None = None
     content_encoding: str | None = None
