@@ -267,7 +267,11 @@ def translate(exc: BaseException, *, mask: Any = None) -> BaseException:
     """
 
     def clean(text: object) -> str:
-        return mask(str(text)) if mask is not None else str(text)
+        try:
+            plain = str(text)
+        except Exception:  # some aiormq errors cannot describe themselves when built oddly
+            plain = type(text).__name__
+        return mask(plain) if mask is not None else plain
 
     if isinstance(exc, AiopublishError):
         return exc

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
-from ._exceptions import ConnectionFailed, translate
+from ._exceptions import ConnectionFailed, mapped_errors, translate
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -83,7 +83,8 @@ async def get_producer(
     if channel is None or channel.is_closed:
         from aio_pika.abc import AbstractRobustChannel
 
-        channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
+        with mapped_errors(params.mask):
+            channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
         assert isinstance(channel, AbstractRobustChannel)
         pool[key] = channel
     yield channel

@@ -180,7 +180,11 @@ class Publisher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Publisher:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(
@@ -283,7 +287,8 @@ class Publisher:
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Like httpx and aiohttp: an unclosed publisher says so, only when warnings are shown.
-        if getattr(self, "_state", None) is _State.OPEN:
+        # Only a publisher that did connect holds something (a connection, or one its loop closed).
+        if getattr(self, "_state", None) is _State.OPEN and getattr(self._link, "connections_opened", 1):
             _warn(
                 f"unclosed {self!r}: close it with `await publisher.close()` or `async with Publisher(...)`",
                 ResourceWarning,
