@@ -418,6 +418,10 @@ class Link:
                         await channel.wait_idle()
                 except TimeoutError:
                     log.warning("closing with %d publishes still unconfirmed", channel.in_flight)
+            if channel is not None and channel.in_flight and drain_timeout == 0 and connection is not None:
+                # Nothing more will be waited for: a broker that did not confirm in time may not
+                # answer a close handshake either (a silent network), so drop the socket first.
+                connection.stream_writer.transport.abort()
             if connection is not None and not connection.is_closed:
                 await connection.close()
         except BaseException:

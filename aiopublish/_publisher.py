@@ -297,7 +297,8 @@ class Publisher:
 
     @property
     def is_closed(self) -> bool:
-        return self._state is _State.CLOSED
+        """True once close() was called (while it drains too): no new publish is taken."""
+        return self._state is _State.CLOSING or self._state is _State.CLOSED
 
     @property
     def is_blocked(self) -> bool:

@@ -112,9 +112,8 @@ async def test_two_running_loops_at_once_is_a_clear_error(amqp_url: str) -> None
         await publisher.connect()
         other_loop.append(asyncio.get_running_loop())
         connected.set()
-        while not publisher.is_closed:  # the publisher is closed from the test's loop
+        while not release.is_set():  # keep this loop running until the test has closed the publisher
             await asyncio.sleep(0.01)
-        release.set()
 
     thread = threading.Thread(target=asyncio.run, args=(hold(),))
     thread.start()
@@ -127,6 +126,6 @@ async def test_two_running_loops_at_once_is_a_clear_error(amqp_url: str) -> None
         assert publisher.is_closed
         assert connection is not None and connection.is_closed
     finally:
-        await asyncio.to_thread(release.wait, 10)
+        release.set()
         await asyncio.to_thread(thread.join, 10)
     assert not thread.is_alive()
