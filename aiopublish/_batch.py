@@ -66,6 +66,7 @@ async def publish_prepared(
     errors: dict[int, BaseException] = {}
     todo = list(range(len(messages)))
     retriable = is_retriable_or_nack if options.retry_nacked else is_retriable
+    started = asyncio.get_running_loop().time()
 
     async def attempt() -> None:
         nonlocal todo
@@ -86,7 +87,7 @@ async def publish_prepared(
         if not deadline.expired():
             raise
         timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
-        link.check_alive()
+        link.check_alive(started)
         for index in todo:
             if index not in errors or is_retriable(errors[index]):  # a nack stays "nacked"
                 errors[index] = timeout

@@ -11,9 +11,10 @@ reopened in the background with the retry policy's waits, so publishes find a
 ready channel again without paying for the reconnect themselves.
 
 Liveness: when a publish times out, the link asks whether the connection itself
-is alive rather than guessing from one publish: if nothing arrived on it for a
-moment, it opens and closes a spare channel (a round trip the broker must answer)
-and drops the connection only when nothing at all arrives within a few seconds.
+is alive rather than guessing from one publish: if nothing arrived on it since
+that publish began, it opens and closes a spare channel (a round trip the broker
+must answer) and drops the connection only when nothing at all arrives within a
+few seconds.
 A slow broker busy with big messages keeps sending confirms and is left alone; a
 silent network (nothing closes, nothing answers) is dropped and reconnected.
 
@@ -56,8 +57,6 @@ log = logging.getLogger("aiopublish")
 _NACKED_CHANNEL_MIN_AGE = 1.0
 # How long a replaced channel may wait for its outstanding confirms before it is closed.
 _RETIRED_CHANNEL_DRAIN = 30.0
-# After a publish timed out: a connection that received a frame this recently (seconds) is alive.
-_LIVENESS_QUIET = 1.0
 # How long the liveness round trip may take before the connection counts as dead, unless
 # other frames arrived meanwhile (a busy broker that is still answering).
 _LIVENESS_PROBE_TIMEOUT = 5.0
@@ -84,7 +83,7 @@ class LinkLike(Protocol):
 
     async def probe(self, message: Prepared) -> None: ...
 
-    def check_alive(self) -> None: ...
+    def check_alive(self, since: float) -> None: ...
 
     async def close(self, drain_timeout: float | None) -> None: ...
 
@@ -175,12 +174,14 @@ class Link:
     async def wait_unblocked(self) -> None:
         await self._unblocked.wait()
 
-    def check_alive(self) -> None:
-        """After a publish timed out: make sure the connection still answers, in the background.
+    def check_alive(self, since: float) -> None:
+        """A publish begun at loop time `since` timed out: make sure the connection still answers.
 
         One publish's short timeout says nothing about the connection (a 5 ms timeout
-        behind 50 MB of writes is simply too short), so the connection is only dropped
-        when a round trip on it gets no answer and nothing else arrives either. A blocked
+        behind 50 MB of writes is simply too short): if the broker sent anything since the
+        publish began, the connection is alive; else a round trip on it is tried in the
+        background, and the connection is dropped only when neither its answer nor any other
+        frame arrives within a few seconds. A blocked
         connection is not dead (and the broker stops reading it), so it is left alone.
         """
         connection = self._connection
@@ -188,10 +189,9 @@ class Link:
             return
         if self._liveness_task is not None and not self._liveness_task.done():
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() - connection.last_received < _LIVENESS_QUIET:
-            return
-        self._liveness_task = loop.create_task(self._check_liveness(connection))
+        if connection.last_received > since:
+            return  # the broker sent something while this publish waited: alive
+        self._liveness_task = asyncio.get_running_loop().create_task(self._check_liveness(connection))
 
     async def _check_liveness(self, connection: AmqpConnection) -> None:
         started = connection.loop.time()

@@ -1128,7 +1128,7 @@ class MemoryLink:
     async def wait_unblocked(self) -> None:
         return None
 
-    def check_alive(self) -> None:
+    def check_alive(self, since: float) -> None:
         return None  # an in-memory link is always alive
 
     async def close(self, drain_timeout: float | None) -> None:

@@ -288,7 +288,7 @@ class Publisher:
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         # Like httpx and aiohttp: an unclosed publisher says so, only when warnings are shown.
         # Only a publisher that did connect holds something (a connection, or one its loop closed).
-        if getattr(self, "_state", None) is _State.OPEN and getattr(self._link, "connections_opened", 1):
+        if getattr(self, "_state", None) is _State.OPEN and getattr(self._link, "connections_opened", None) != 0:
             _warn(
                 f"unclosed {self!r}: close it with `await publisher.close()` or `async with Publisher(...)`",
                 ResourceWarning,
@@ -469,7 +469,8 @@ class Publisher:
         except TimeoutError:
             if not timer.expired():
                 raise
-            self._link.check_alive()
+            if deadline is not None and options.timeout is not None:
+                self._link.check_alive(deadline - options.timeout)
             if last_error and is_nack(last_error[0]):
                 raise last_error[0] from None  # retry_nacked: the broker kept refusing it until the deadline
             error = self._timeout_error(message, options, last_error)
