@@ -1,4 +1,4 @@
-"""Any event loop: one Publisher across several asyncio.run() calls, pytest's loop per test, threads, close() elsewhere."""
+"""Any event loop: one Publisher across asyncio.run() calls, pytest's loop per test, threads, close() elsewhere."""
 
 from __future__ import annotations
 
@@ -112,8 +112,7 @@ async def test_two_running_loops_at_once_is_a_clear_error(amqp_url: str) -> None
         await publisher.connect()
         other_loop.append(asyncio.get_running_loop())
         connected.set()
-        while not release.is_set():  # keep this loop running until the test has closed the publisher
-            await asyncio.sleep(0.01)
+        await asyncio.to_thread(release.wait, 10)  # keep this loop running until the test closed the publisher
 
     thread = threading.Thread(target=asyncio.run, args=(hold(),))
     thread.start()

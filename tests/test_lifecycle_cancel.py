@@ -72,6 +72,9 @@ async def test_200_publishers_cancelled_at_random_moments_leak_nothing(amqp_url:
             break
         await asyncio.sleep(0.2)
         leftover = await asyncio.to_thread(_broker_connections, prefix)
-    print(f"\nseed {seed}, 200 publishers: {cancelled} cancelled, {200 - cancelled} completed; leftover connections {len(leftover)}")
+    print(
+        f"\nseed {seed}, 200 publishers: {cancelled} cancelled, {200 - cancelled} completed; "
+        f"leftover connections {len(leftover)}"
+    )
     assert leftover == []
     assert all(p.metrics.in_flight == 0 for p in publishers)

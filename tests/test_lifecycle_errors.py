@@ -25,7 +25,7 @@ from aiopublish import (
 )
 from aiopublish._exceptions import LOWER_ERRORS, mapped_errors, translate
 from aiopublish.retry import stop_after_delay, wait_fixed
-from tests.broker import Broker
+from tests.broker import Broker, until
 
 RETRY_FOR_10_S = RetryPolicy(stop=stop_after_delay(10), wait=wait_fixed(0.1))
 
@@ -65,9 +65,8 @@ def test_every_lower_library_exception_class_is_mapped(module: object) -> None:
 def test_mapped_errors_never_lets_a_lower_error_through() -> None:
     """Inside mapped_errors(), each aiormq/pamqp class comes out as an aiopublish exception, secrets masked."""
     for cls in _exception_classes(aiormq.exceptions) + _exception_classes(pamqp.exceptions):
-        with pytest.raises(AiopublishError) as caught:
-            with mapped_errors(lambda text: text.replace("s3cret", "******")):
-                raise _instance(cls)
+        with pytest.raises(AiopublishError) as caught, mapped_errors(lambda text: text.replace("s3cret", "******")):
+            raise _instance(cls)
         assert "s3cret" not in str(caught.value)
 
 
@@ -155,8 +154,7 @@ async def test_vhost_deleted_while_publishing_ends_the_publishes(amqp_url: str, 
                     outcomes["ok"] = outcomes.get("ok", 0) + 1
 
         workers = [asyncio.create_task(worker()) for _ in range(20)]
-        while outcomes.get("ok", 0) < 200:
-            await asyncio.sleep(0.01)
+        await until(lambda: outcomes.get("ok", 0) >= 200)
         await asyncio.to_thread(_ctl, "delete_vhost", own_vhost)
         deleted.set()
         started = time.monotonic()
