@@ -217,7 +217,9 @@ class Publisher:
             async with asyncio.timeout(options.timeout) as timer:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    await policy.run(attempt, retry=is_retriable, on_retry=self._on_retry("connect to", self))
+                    # Logged at INFO: waiting for a broker that is still starting is expected at start-up.
+                    on_retry = self._on_retry("connect to", self._params.masked_url, logging.INFO)
+                    await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
                 else:
                     await attempt()
         except TimeoutError:
@@ -559,12 +561,13 @@ class Publisher:
             if self._drained is not None and not self._active:
                 self._drained.set()
 
-    def _on_retry(self, what: str, which: object) -> Callable[[RetryState], None]:
+    def _on_retry(self, what: str, which: object, level: int = logging.WARNING) -> Callable[[RetryState], None]:
         """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
 
         def on_retry(state: RetryState) -> None:
             self._metrics.retried += 1
-            log.warning(
+            log.log(
+                level,
                 "%s %s failed on attempt %d (%s: %s); retrying in %.2f s",
                 what,
                 which,
