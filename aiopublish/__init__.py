@@ -15,6 +15,7 @@ from ._exceptions import (
     SerializationError,
     TLSError,
     UndeliverableMessage,
+    VhostNotFound,
 )
 from ._metrics import Metrics
 from ._pool import close_pools, get_connection, get_producer
@@ -50,6 +51,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "VhostNotFound",
     "close_pools",
     "get_connection",
     "get_producer",

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._channel import Batch
-from ._exceptions import PublishTimeout, is_retriable
+from ._exceptions import PublishTimeout, is_retriable, is_retriable_or_nack
 from ._limit import InFlightLimit
 from ._link import LinkLike
 from ._metrics import Metrics
@@ -80,17 +80,19 @@ async def publish_prepared(
     """
     errors: dict[int, BaseException] = dict(refused or {})
     todo = [index for index, message in enumerate(messages) if message is not None]
+    retriable = is_retriable_or_nack if options.retry_nacked else is_retriable
+    started = asyncio.get_running_loop().time()
 
     async def attempt() -> None:
         nonlocal todo
         for _ in range(1 + BYSTANDER_REPUBLISHES):
             await _send(link, slots, metrics, messages, todo, options, errors, span)
-            retriable = [i for i in todo if i in errors and is_retriable(errors[i])]
-            if not retriable:
+            again = [i for i in todo if i in errors and retriable(errors[i])]
+            if not again:
                 return
-            todo = retriable
+            todo = again
             # Messages caught in another's channel error go again at once; anything else waits.
-            if not options.retry or not all(isinstance(errors[i], Bystander) for i in retriable):
+            if not options.retry or not all(isinstance(errors[i], Bystander) for i in again):
                 break
         raise errors[todo[0]]
 
@@ -98,17 +100,16 @@ async def publish_prepared(
         async with asyncio.timeout(options.timeout) as deadline:
             if options.retry:
                 policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
+                await policy.run(attempt, retry=retriable, on_retry=on_retry)
             else:
                 await attempt()
     except TimeoutError:
         if not deadline.expired():
             raise
         timeout = PublishTimeout(f"publish_many did not complete within {options.timeout} s")
-        if options.timeout is not None:
-            link.check_stalled(options.timeout)
+        link.check_alive(started)
         for index in todo:
-            if index not in errors or is_retriable(errors[index]):
+            if index not in errors or is_retriable(errors[index]):  # a nack stays "nacked"
                 errors[index] = timeout
     except asyncio.CancelledError as exc:
         span.finish(exc)

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq
+import pamqp.frame
 from aiormq.auth import AuthBase
-from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory, exception_by_code
 from pamqp import commands as spec
 from yarl import URL
 
-from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, translate
+from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, VhostNotFound, translate
 
 __all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
 
@@ -282,7 +283,7 @@ class ConnectionParams:
             async with asyncio.timeout(timeout):
                 await connection.connect()
         except TimeoutError as exc:
-            await connection.close(exc)
+            await _discard(connection, exc)
             raise ConnectionFailed(f"timed out after {timeout} s connecting to {masked}") from None
         except ssl_module.SSLError as exc:
             raise TLSError(f"TLS failed connecting to {masked}: {self.mask(str(exc))}") from None
@@ -301,8 +302,48 @@ class ConnectionParams:
             error = translate(exc, mask=self.mask)
             if error is exc:
                 raise
-            raise ConnectionFailed(f"cannot connect to {masked}: {error}") from None
+            if isinstance(error, VhostNotFound):
+                # The broker answered and refused: not a "cannot connect".
+                raise VhostNotFound(f"{error} (at {masked})", vhost=error.vhost) from None
+            cls = AuthenticationError if isinstance(error, AuthenticationError) else ConnectionFailed
+            raise cls(f"cannot connect to {masked}: {error}") from None
+        except BaseException:
+            # Cancelled mid-handshake: aiormq's connect runs in a task of its own that may still
+            # open the connection; close it rather than leave it (and its tasks) behind.
+            _abandon(connection)
+            raise
         return connection
+
+
+def _abandon(connection: AmqpConnection) -> None:
+    """Drop a connection now (no await): abort its socket, then close it in the background."""
+    writer = connection.factory.writer
+    if writer is None:
+        return  # no socket yet: aiormq's cancelled connect task cleans up after itself
+    writer.transport.abort()
+    task = asyncio.get_running_loop().create_task(_discard(connection, asyncio.CancelledError()))
+    _DISCARDING.add(task)
+    task.add_done_callback(_DISCARDING.discard)
+
+
+async def _discard(connection: AmqpConnection, reason: BaseException) -> None:
+    """Close a connection that failed or was given up; never raises."""
+    try:
+        await connection.close(reason)
+    except Exception:  # already broken: there is nothing more to release
+        log.debug("closing a failed connection raised", exc_info=True)
+
+
+#: Connections being closed in the background after a cancelled connect (kept alive until done).
+_DISCARDING: set[asyncio.Task[None]] = set()
+
+
+async def wait_discarded() -> None:
+    """Wait until every connection given up by a cancelled connect in this loop is closed."""
+    loop = asyncio.get_running_loop()
+    pending = [task for task in _DISCARDING if task.get_loop() is loop]
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _ssl_error_in(exc: BaseException) -> ssl_module.SSLError | None:
@@ -360,6 +401,27 @@ class AmqpConnection(aiormq.Connection):
         self.on_blocked: list[Callable[[AmqpConnection], None]] = []
         self._last_channel_number = 0
 
+    @staticmethod
+    async def _rpc(request: Any, writer: asyncio.StreamWriter, frame_receiver: Any, wait_response: bool = True) -> Any:
+        """aiormq's handshake step, but a Connection.Close answer raises the broker's own error.
+
+        aiormq checks for the expected reply first, so a refused connection.open (530
+        "vhost X not found", "access to vhost X refused") came out as InvalidFrameError
+        without the broker's text.
+        """
+        writer.write(pamqp.frame.marshal(request, 0))
+        await writer.drain()
+        if not wait_response:
+            return None
+        _, _, frame = await frame_receiver.get_frame()
+        if isinstance(frame, spec.Connection.Close):
+            if frame.reply_code == 403:
+                raise aiormq.exceptions.ProbableAuthenticationError(frame.reply_text)
+            raise exception_by_code(frame)
+        if request.synchronous and frame.name not in request.valid_responses:
+            raise aiormq.exceptions.InvalidFrameError(f"Expected one of {request.valid_responses!r}, got {frame!r}")
+        return frame
+
     def next_channel_number(self) -> int:
         """A free channel number, counting up rather than reusing the lowest free one.
 
@@ -380,6 +442,17 @@ class AmqpConnection(aiormq.Connection):
     @property
     def is_blocked(self) -> bool:
         return self.blocked_reason is not None
+
+    @property
+    def last_received(self) -> float:
+        """Loop time of the last frame read from the broker (heartbeats included)."""
+        return float(self._Connection__last_frame_time)  # type: ignore[attr-defined]
+
+    async def round_trip(self) -> None:
+        """Open and close a spare channel: two requests the broker must answer, on any vhost, with no rights."""
+        number = self.next_channel_number()
+        channel = await self.channel(channel_number=number, publisher_confirms=False)
+        await channel.close()
 
     @property
     def stream_writer(self) -> asyncio.StreamWriter:

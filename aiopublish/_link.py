@@ -9,19 +9,34 @@ With several node URLs the link connects to the first that answers and, after
 losing a node, starts with the next one (failover). A lost connection is
 reopened in the background with the retry policy's waits, so publishes find a
 ready channel again without paying for the reconnect themselves.
+
+Liveness: when a publish times out, the link asks whether the connection itself
+is alive rather than guessing from one publish: if nothing arrived on it since
+that publish began, it opens and closes a spare channel (a round trip the broker
+must answer) and drops the connection only when nothing at all arrives within a
+few seconds.
+A slow broker busy with big messages keeps sending confirms and is left alone; a
+silent network (nothing closes, nothing answers) is dropped and reconnected.
+
+A link belongs to the event loop it first ran in. When that loop ends, its
+connection's tasks are cancelled by the loop's shutdown: the link then starts no
+reconnect (a task created during shutdown would be destroyed pending) and logs
+nothing above debug; the Publisher makes a new link for the next loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import socket
 from collections.abc import Iterable
 from typing import Protocol
 
 from ._blame import ChannelInterrupted, describe
 from ._channel import ConfirmChannel, PublishChannel
-from ._connection import AmqpConnection, ConnectionParams, mask_url
+from ._connection import AmqpConnection, ConnectionParams, mask_url, wait_discarded
 from ._declarations import Entity, Exchange, Queue, declare, expand
 from ._exceptions import (
     AuthenticationError,
@@ -42,6 +57,9 @@ log = logging.getLogger("aiopublish")
 _NACKED_CHANNEL_MIN_AGE = 1.0
 # How long a replaced channel may wait for its outstanding confirms before it is closed.
 _RETIRED_CHANNEL_DRAIN = 30.0
+# How long the liveness round trip may take before the connection counts as dead, unless
+# other frames arrived meanwhile (a busy broker that is still answering).
+_LIVENESS_PROBE_TIMEOUT = 5.0
 
 
 class LinkLike(Protocol):
@@ -66,9 +84,11 @@ class LinkLike(Protocol):
 
     async def probe(self, message: Prepared) -> None: ...
 
-    def check_stalled(self, timeout: float) -> None: ...
+    def check_alive(self, since: float) -> None: ...
 
     async def close(self, drain_timeout: float | None) -> None: ...
+
+    def abandon(self) -> None: ...
 
 
 class Link:
@@ -95,6 +115,7 @@ class Link:
         self._unblocked = asyncio.Event()
         self._unblocked.set()
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._liveness_task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._nodes = list(params.urls)
         if params.shuffle_nodes:
@@ -154,20 +175,41 @@ class Link:
     async def wait_unblocked(self) -> None:
         await self._unblocked.wait()
 
-    def check_stalled(self, timeout: float) -> None:
-        """After a publish timed out: drop the connection if no confirm came for `timeout` seconds.
+    def check_alive(self, since: float) -> None:
+        """A publish begun at loop time `since` timed out: make sure the connection still answers.
 
-        A network that went silent closes nothing: without this the link would keep
-        writing into it until heartbeats notice (about three heartbeat intervals). A
-        blocked connection is not dead, so it is left alone.
+        One publish's short timeout says nothing about the connection (a 5 ms timeout
+        behind 50 MB of writes is simply too short): if the broker sent anything since the
+        publish began, the connection is alive; else a round trip on it is tried in the
+        background, and the connection is dropped only when neither its answer nor any other
+        frame arrives within a few seconds. A blocked
+        connection is not dead (and the broker stops reading it), so it is left alone.
         """
-        channel, connection = self.ready_channel(), self._connection
-        if channel is None or connection is None or self.is_blocked:
+        connection = self._connection
+        if connection is None or connection.is_closed or self.is_blocked or self.closed:
             return
-        stalled = channel.stalled_for()
-        if stalled >= timeout * 0.9:
+        if self._liveness_task is not None and not self._liveness_task.done():
+            return
+        if connection.last_received > since:
+            return  # the broker sent something while this publish waited: alive
+        self._liveness_task = asyncio.get_running_loop().create_task(self._check_liveness(connection))
+
+    async def _check_liveness(self, connection: AmqpConnection) -> None:
+        started = connection.loop.time()
+        try:
+            async with asyncio.timeout(_LIVENESS_PROBE_TIMEOUT):
+                await connection.round_trip()
+            return
+        except TimeoutError:
+            if connection.last_received > started:
+                return  # no answer yet, but the broker is sending: busy, not dead
+        except Exception:  # the connection closed meanwhile: its close callback reconnects
+            return
+        if connection is self._connection and not connection.is_closed and not self.closed:
             log.warning(
-                "no confirm from %s for %.1f s: dropping the connection as dead", mask_url(self.node or ""), stalled
+                "%s did not answer for %.0f s: dropping the connection as dead",
+                mask_url(self.node or ""),
+                _LIVENESS_PROBE_TIMEOUT,
             )
             connection.stream_writer.transport.abort()
 
@@ -215,6 +257,9 @@ class Link:
         connection = self._connection
         if connection is None or connection.is_closed:
             connection = await self._connect_any_node()
+            if self.closed:  # close() ran while this connected: it could not see the connection
+                await connection.close()
+                raise PublisherClosed("the publisher is closed")
             self._connection = connection
             self.connections_opened += 1
             if self.connections_opened > 1:
@@ -297,6 +342,17 @@ class Link:
         self._unblocked.set()
         if self.closed:
             return
+        connection = self._connection
+        if (
+            isinstance(reason, asyncio.CancelledError)
+            and connection is not None
+            and not connection.is_connection_was_stuck
+        ):
+            # Its reader was cancelled from outside: the event loop is shutting down (an
+            # unclosed publisher). A reconnect now would be a task destroyed pending.
+            log.debug("the connection to %s ended with its event loop", mask_url(self.node or ""))
+            self.closed = True
+            return
         log.warning("disconnected from %s: %s", mask_url(self.node or ""), self.params.mask(describe(reason)))
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
@@ -316,14 +372,44 @@ class Link:
 
     # -- closing -----------------------------------------------------------------------------
 
+    def abandon(self) -> None:
+        """Close now without awaiting anything: close() was cancelled, or the link's event loop ended.
+
+        Background tasks are cancelled and the socket aborted. Nothing of a finished loop
+        can be scheduled any more (its shutdown has already cancelled every task, aiormq's
+        reader and writer included, which closes the connection); a socket still open
+        then is shut down directly.
+        """
+        self.closed = True
+        connection = self._connection
+        self._connection = self._channel = self._probe_channel = None
+        tasks = [self._reconnect_task, self._liveness_task, *self._retiring]
+        self._reconnect_task = self._liveness_task = None
+        self._retiring = set()
+        for task in tasks:
+            if task is not None and not task.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    task.cancel()
+        writer = connection.factory.writer if connection is not None else None
+        if writer is not None and not writer.transport.is_closing():
+            sock = writer.transport.get_extra_info("socket")
+            try:
+                writer.transport.abort()
+            except RuntimeError:  # the loop is closed: end the TCP connection ourselves
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
     async def close(self, drain_timeout: float | None) -> None:
         """Wait (up to drain_timeout) for in-flight confirms, then close; always releases the socket."""
         self.closed = True
         channel, connection = self._channel, self._connection
         self._channel = self._probe_channel = None
         task, self._reconnect_task = self._reconnect_task, None
+        liveness, self._liveness_task = self._liveness_task, None
         try:
-            background = [t for t in (task, *self._retiring) if t is not None and not t.done()]
+            await wait_discarded()
+            background = [t for t in (task, liveness, *self._retiring) if t is not None and not t.done()]
             for pending in background:
                 pending.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -333,6 +419,10 @@ class Link:
                         await channel.wait_idle()
                 except TimeoutError:
                     log.warning("closing with %d publishes still unconfirmed", channel.in_flight)
+            if channel is not None and channel.in_flight and drain_timeout == 0 and connection is not None:
+                # Nothing more will be waited for: a broker that did not confirm in time may not
+                # answer a close handshake either (a silent network), so drop the socket first.
+                connection.stream_writer.transport.abort()
             if connection is not None and not connection.is_closed:
                 await connection.close()
         except BaseException:

@@ -58,6 +58,7 @@ PUBLISH_OPTIONS = frozenset(
         "extra_headers",
         "timeout",
         "max_message_size",
+        "retry_nacked",
         *MESSAGE_PROPERTIES,
     )
 )
@@ -182,6 +183,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "use_confirms": _check_bool,
     "mandatory": _check_bool,
     "retry": _check_bool,
+    "retry_nacked": _check_bool,
     "delivery_mode": _check_delivery_mode,
     "priority": _check_priority,
     "expiration": _check_expiration,
@@ -251,6 +253,8 @@ class Options:
     compression: Compressor | None = None
     retry: bool = True
     retry_policy: RetryPolicy | None = None
+    # A nacked publish is retried under the retry policy (quorum-queue leader elections, reject-publish).
+    retry_nacked: bool = False
     timeout: float | None = None
     content_type: str | None = None
     content_encoding: str | None = None

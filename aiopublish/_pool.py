@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
-from ._exceptions import ConnectionFailed, translate
+from ._exceptions import ConnectionFailed, mapped_errors, translate
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -70,7 +70,7 @@ async def _loop_pools() -> _LoopPools:
 
 
 def _params(
-    amqp_uri: str, ssl: Any, login_method: str | None, transport_options: Mapping[str, Any] | None
+    amqp_uri: str | Sequence[str], ssl: Any, login_method: str | None, transport_options: Mapping[str, Any] | None
 ) -> ConnectionParams:
     params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
     if params.login_method == "AMQPLAIN":
@@ -105,7 +105,8 @@ async def _connection_for(pools: _LoopPools, params: ConnectionParams) -> Abstra
 
 @asynccontextmanager
 async def get_connection(
-    amqp_uri: str,
+    amqp_uri: str | Sequence[str],
+    *,
     ssl: Any = None,
     login_method: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
@@ -123,7 +124,8 @@ async def get_connection(
 
 @asynccontextmanager
 async def get_producer(
-    amqp_uri: str,
+    amqp_uri: str | Sequence[str],
+    *,
     confirms: bool = True,
     ssl: Any = None,
     login_method: str | None = None,
@@ -142,7 +144,8 @@ async def get_producer(
         if channel is None or channel.is_closed:
             from aio_pika.abc import AbstractRobustChannel
 
-            channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
+            with mapped_errors(params.mask):
+                channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
             assert isinstance(channel, AbstractRobustChannel)
             pools.producers[key] = channel
     yield channel

@@ -4,6 +4,14 @@ One Publisher holds one connection and one confirm-mode channel (see _link).
 `publish()` resolves its options, encodes the message once (so every retry sends
 the same bytes and the same message_id), then runs attempts under the retry
 policy, all inside one deadline (`timeout`).
+
+Lifecycle: a Publisher belongs to the event loop it is used in. Used in a later
+loop after that one ended (several `asyncio.run()` calls, a pytest loop per test),
+it drops what belonged to the old loop without touching it and reconnects; used
+from two running loops at once it refuses with a RuntimeError saying so. close()
+stops new publishes at once, lets the ones already called finish (up to
+`close_timeout`), then closes the connection; concurrent close() calls all wait
+for that one drain.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._connection import ConnectionParams, mask_url
 from ._declarations import Declarable
 from ._exceptions import (
+    ConnectionFailed,
     PublisherClosed,
     PublishTimeout,
     UndeliverableMessage,
+    is_nack,
     is_retriable,
+    is_retriable_or_nack,
 )
 from ._limit import InFlightLimit
 from ._link import LinkLike
@@ -59,9 +70,18 @@ _PER_MESSAGE_OPTIONS = frozenset(
 _OVERRIDE_CACHE_SIZE = 256
 
 
+def _check_close_timeout(value: object) -> float:
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"close_timeout must be a finite number of seconds >= 0 or a timedelta, not {value!r}")
+    return float(value)
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
+    CLOSING = "closing"
     CLOSED = "closed"
 
 
@@ -86,8 +106,10 @@ class Publisher:
     retry_policy: RetryPolicy | Mapping[str, Any] = DEFAULT_RETRY_POLICY
     #: Seconds a whole publish() may take, retries included; None waits without limit.
     timeout: float | None = 30.0
-    #: Seconds close() waits for unconfirmed publishes before it closes anyway.
+    #: Seconds close() waits for the publishes already called to finish before it closes anyway.
     close_timeout: float = 10.0
+    #: Retry a publish the broker nacked (under the retry policy, within `timeout`).
+    retry_nacked: bool = False
     #: Publishes that may wait for a confirm at once; more wait for a free slot.
     max_in_flight: int = 1024
 
@@ -109,9 +131,11 @@ class Publisher:
         *,
         transport_options: Mapping[str, Any] | None = None,
         max_in_flight: int | None = None,
+        close_timeout: float | timedelta | None = None,
         **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
+        publish_kwargs.setdefault("retry_nacked", type(self).retry_nacked)
         given = {
             "use_confirms": use_confirms,
             "serializer": serializer,
@@ -136,11 +160,17 @@ class Publisher:
             if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
             self.max_in_flight = max_in_flight
+        if close_timeout is not None:
+            self.close_timeout = _check_close_timeout(close_timeout)
         self._slots = InFlightLimit(self.max_in_flight)
         self._override_cache: dict[tuple[tuple[str, type, Any], ...], Options] = {}
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._active = 0  # publish() / publish_many() calls under way
+        self._drained: asyncio.Event | None = None  # set when _active drops to 0 during close()
+        self._closed: asyncio.Future[None] | None = None  # done once close() has finished
 
     def _make_link(self) -> LinkLike:
         # Chosen by the URL's scheme, built at first use (so a test's link override still applies).
@@ -153,7 +183,11 @@ class Publisher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def __aenter__(self) -> Publisher:
-        await self.connect()
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
         return self
 
     async def __aexit__(
@@ -165,20 +199,111 @@ class Publisher:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect and declare now rather than at the first publish. Raises ConnectionFailed."""
-        self._check_open()
-        await self._link.channel()
+        """Connect and declare now rather than at the first publish.
+
+        With `retry` on, a broker that does not answer yet is tried again under the retry
+        policy, all within the publish `timeout`; a refused login, a TLS failure or a
+        missing vhost fails at once. Raises ConnectionFailed (or that subclass).
+        """
+        self._enter(asyncio.get_running_loop())
+        options = self._defaults
+        last_error: list[BaseException] = []
+
+        async def attempt() -> None:
+            try:
+                await self._link.channel()
+            except Exception as exc:
+                last_error[:] = [exc]
+                raise
+
+        try:
+            async with asyncio.timeout(options.timeout) as timer:
+                if options.retry:
+                    policy = options.retry_policy or DEFAULT_RETRY_POLICY
+                    # Logged at INFO: waiting for a broker that is still starting is expected at start-up.
+                    on_retry = self._on_retry("connect to", self._params.masked_url, logging.INFO)
+                    await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
+                else:
+                    await attempt()
+        except TimeoutError:
+            if not timer.expired():
+                raise
+            text = f"could not connect to {self._params.masked_url} within {options.timeout} s"
+            if last_error:
+                text += f"; last error: {last_error[0]}"
+            raise ConnectionFailed(text) from None
 
     async def close(self) -> None:
-        """Wait up to `close_timeout` seconds for unconfirmed publishes, then close. Idempotent."""
-        if self._state is _State.CLOSED:
+        """Stop taking publishes, let those already called finish, then close. Idempotent.
+
+        Publishes called before close() (those waiting for an in-flight slot included)
+        are sent and confirmed, for up to `close_timeout` seconds; a publish called after
+        it raises PublisherClosed. Concurrent close() calls all return once the same
+        drain and close are done. Cancelled, it still releases the socket.
+        """
+        loop = asyncio.get_running_loop()
+        closed = self._closed
+        if closed is not None:
+            if not closed.done() and closed.get_loop() is loop:
+                await asyncio.shield(closed)
             return
+        old = self._loop
+        if old is not None and old is not loop:
+            await self._close_from_other_loop(old)
+            return
+        self._loop = loop
+        self._state = _State.CLOSING
+        self._closed = loop.create_future()
+        try:
+            deadline = loop.time() + self.close_timeout
+            if self._active:
+                self._drained = asyncio.Event()
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await self._drained.wait()
+                except TimeoutError:
+                    log.warning(
+                        "close(): %d publishes still under way after close_timeout (%s s); closing anyway",
+                        self._active,
+                        self.close_timeout,
+                    )
+            await self._link.close(max(0.0, deadline - loop.time()))
+        except BaseException:
+            self._link.abandon()  # cancelled mid-drain: still release the socket
+            raise
+        finally:
+            self._state = _State.CLOSED
+            if not self._closed.done():
+                self._closed.set_result(None)
+
+    async def _close_from_other_loop(self, old: asyncio.AbstractEventLoop) -> None:
+        """close() called in another loop than the one the publisher ran in."""
+        if old.is_running() and not old.is_closed():
+            # That loop runs in another thread: close there, where the connection lives.
+            future = asyncio.run_coroutine_threadsafe(self._close_in_own_loop(), old)
+            await asyncio.wrap_future(future)
+            return
+        # That loop has ended: nothing of it can be awaited any more.
         self._state = _State.CLOSED
-        await self._link.close(self.close_timeout)
+        self._link.abandon()
+
+    async def _close_in_own_loop(self) -> None:
+        await self.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        # Like httpx and aiohttp: an unclosed publisher says so, only when warnings are shown.
+        # Only a publisher that did connect holds something (a connection, or one its loop closed).
+        if getattr(self, "_state", None) is _State.OPEN and getattr(self._link, "connections_opened", None) != 0:
+            _warn(
+                f"unclosed {self!r}: close it with `await publisher.close()` or `async with Publisher(...)`",
+                ResourceWarning,
+                source=self,
+            )
 
     @property
     def is_closed(self) -> bool:
-        return self._state is _State.CLOSED
+        """True once close() was called (while it drains too): no new publish is taken."""
+        return self._state is _State.CLOSING or self._state is _State.CLOSED
 
     @property
     def is_blocked(self) -> bool:
@@ -187,7 +312,7 @@ class Publisher:
 
     @property
     def in_flight(self) -> int:
-        """Publishes written and waiting for the broker's confirm."""
+        """Publishes written and waiting for the broker's confirm (also while close() drains them)."""
         channel = self._link.ready_channel()
         return channel.in_flight if channel is not None else 0
 
@@ -204,10 +329,34 @@ class Publisher:
         snapshot.in_flight = self.in_flight
         return snapshot
 
-    def _check_open(self) -> None:
-        if self._state is _State.CLOSED:
-            raise PublisherClosed("this publisher is closed; create a new Publisher to publish again")
-        self._state = _State.OPEN
+    def _enter(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Check the publisher may publish in `loop` now; adopt `loop` if the old one ended."""
+        if loop is not self._loop:
+            self._adopt(loop)
+        if self._state is not _State.OPEN:
+            if self._state is not _State.UNOPENED:
+                raise PublisherClosed("this publisher is closed; create a new Publisher to publish again")
+            self._state = _State.OPEN
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop) -> None:
+        old = self._loop
+        if old is not None:
+            if old.is_running() and not old.is_closed():
+                raise RuntimeError(
+                    f"{self!r} is in use by another event loop that is still running (another thread): "
+                    "a Publisher works in one event loop at a time; create one Publisher per loop"
+                )
+            # The old loop ended: its connection, channel, locks, futures and tasks are dead
+            # with it. Drop them without touching them and start afresh in this loop.
+            log.info("%r: its event loop ended; reconnecting in the new one", self)
+            self._link.abandon()
+            self._link = self._make_link()
+            self._slots = InFlightLimit(self.max_in_flight)
+            self._active = 0
+            self._drained = None
+            if self._state is _State.CLOSING:  # closing in a loop that ended: the close is over
+                self._state = _State.CLOSED
+        self._loop = loop
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -223,7 +372,9 @@ class Publisher:
         """
         span = _tracing.NO_SPAN
         try:
-            self._check_open()
+            loop = asyncio.get_running_loop()
+            if loop is not self._loop or self._state is not _State.OPEN:
+                self._enter(loop)
             options = self._options_for(kwargs) if kwargs else self._defaults
             if _tracing.enabled:
                 span = _tracing.start_publish(options, self._link)
@@ -232,25 +383,31 @@ class Publisher:
                     options = options.override({"extra_headers": trace_headers})
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
-            deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
-            waiter = self._slots.reserve(deadline)
-            if waiter is not None:
-                # Awaited here rather than in a helper: one coroutine frame less per queued publish.
-                try:
-                    await waiter
-                except asyncio.CancelledError:
-                    self._slots.abandon(waiter)
-                    raise
-                except TimeoutError:
-                    raise self._slot_timeout(options) from None
+            deadline = None if options.timeout is None else loop.time() + options.timeout
+            self._active += 1  # from here on, close() waits for this publish
             try:
-                message = options.prepare(payload)
-                span.set_message(message.message_id, len(message.body))
-                if options.mandatory and not options.use_confirms:
-                    warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-                await self._run(message, options, deadline, span)
+                waiter = self._slots.reserve(deadline)
+                if waiter is not None:
+                    # Awaited here rather than in a helper: one coroutine frame less per queued publish.
+                    try:
+                        await waiter
+                    except asyncio.CancelledError:
+                        self._slots.abandon(waiter)
+                        raise
+                    except TimeoutError:
+                        raise self._slot_timeout(options) from None
+                try:
+                    message = options.prepare(payload)
+                    span.set_message(message.message_id, len(message.body))
+                    if options.mandatory and not options.use_confirms:
+                        warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
+                    await self._run(message, options, deadline, span)
+                finally:
+                    self._slots.release()
             finally:
-                self._slots.release()
+                self._active -= 1
+                if self._drained is not None and not self._active:
+                    self._drained.set()
         except BaseException as exc:
             self._count_failure(exc)
             span.finish(exc)
@@ -319,17 +476,26 @@ class Publisher:
             async with asyncio.timeout_at(deadline) as timer:
                 if options.retry:
                     policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    on_retry = self._on_retry("publish of message", message.message_id, span)
-                    await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
+                    retry = is_retriable_or_nack if options.retry_nacked else is_retriable
+                    on_retry = self._on_retry("publish of message", message.message_id, span=span)
+                    await policy.run(attempt, retry=retry, on_retry=on_retry)
                 else:
                     await attempt()
         except TimeoutError:
             if not timer.expired():
                 raise
+            if deadline is not None and options.timeout is not None:
+                self._link.check_alive(deadline - options.timeout)
+            if last_error and is_nack(last_error[0]):
+                raise last_error[0] from None  # retry_nacked: the broker kept refusing it until the deadline
             error = self._timeout_error(message, options, last_error)
-            if options.timeout is not None:
-                self._link.check_stalled(options.timeout)
             raise error from (last_error[0] if last_error else None)
+        except PublisherClosed:
+            # Called before close(), still unconfirmed when close_timeout ran out.
+            raise ConnectionFailed(
+                f"the publisher closed (close_timeout {self.close_timeout} s passed) "
+                f"before message {message.message_id} was confirmed"
+            ) from None
 
     def _timeout_error(self, message: Prepared, options: Options, last_error: list[BaseException]) -> PublishTimeout:
         text = f"publish of message {message.message_id} did not complete within {options.timeout} s"
@@ -387,7 +553,7 @@ class Publisher:
         PublishResult per payload, in order; a failure of some never hides the success
         of the rest. The whole call is bounded by `timeout`.
         """
-        self._check_open()
+        self._enter(asyncio.get_running_loop())
         options = self._options_for(kwargs, "publish_many()") if kwargs else self._defaults
         payloads = list(payloads)
         span = NO_SPAN
@@ -416,24 +582,34 @@ class Publisher:
         if span is NO_SPAN and _tracing.enabled:  # the relay's messages: a span, but no trace headers in them
             keys = [m.routing_key if m is not None else options.routing_key for m in messages]
             span = _tracing.start_batch(options, self._link, len(messages), keys)
-        return await publish_prepared(
-            self._link,
-            self._slots,
-            self._metrics,
-            messages,
-            options,
-            self._on_retry("publish_many, messages:", len(messages), span),
-            refused,
-            span,
-        )
+        self._enter(asyncio.get_running_loop())
+        self._active += 1  # close() waits for the whole batch
+        try:
+            return await publish_prepared(
+                self._link,
+                self._slots,
+                self._metrics,
+                messages,
+                options,
+                self._on_retry("publish_many, messages:", len(messages), span=span),
+                refused,
+                span,
+            )
+        finally:
+            self._active -= 1
+            if self._drained is not None and not self._active:
+                self._drained.set()
 
-    def _on_retry(self, what: str, which: object, span: NoRecord = NO_SPAN) -> Callable[[RetryState], None]:
+    def _on_retry(
+        self, what: str, which: object, level: int = logging.WARNING, *, span: NoRecord = NO_SPAN
+    ) -> Callable[[RetryState], None]:
         """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
 
         def on_retry(state: RetryState) -> None:
             self._metrics.retried += 1
             error = self._params.mask(str(state.exception))
-            log.warning(
+            log.log(
+                level,
                 "%s %s failed on attempt %d (%s: %s); retrying in %.2f s",
                 what,
                 which,

@@ -254,10 +254,15 @@ class DeferredLink:
             raise ChannelInterrupted("the publisher's link was replaced; nothing was sent")
         await link.probe(message)
 
-    def check_stalled(self, timeout: float) -> None:
+    def check_alive(self, since: float) -> None:
         link = self._link
         if link is not None:
-            link.check_stalled(timeout)
+            link.check_alive(since)
+
+    def abandon(self) -> None:
+        self._closed = True
+        for link in {id(x): x for x in (self._link, self._default) if x is not None}.values():
+            link.abandon()
 
     async def close(self, drain_timeout: float | None) -> None:
         self._closed = True

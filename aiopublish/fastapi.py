@@ -10,8 +10,10 @@
         await publisher.publish(order)          # returns once the broker confirmed it
         return {"status": "accepted"}
 
-The lifespan creates the Publisher at startup (connecting, so a broker that does
-not answer stops the app from starting) and puts it in `app.state.publisher`. The
+The lifespan creates the Publisher at startup and connects it under its retry
+policy (a broker that comes up a few seconds after the app is waited for, within
+the publish `timeout`; with `retry=False`, or a refused login, a TLS failure or a
+missing vhost, the app fails to start at once) and puts it in `app.state.publisher`. The
 dependency hands it to routes and counts the requests holding it; FastAPI keeps a
 request's dependencies open until its `BackgroundTasks` have run, so at shutdown
 the lifespan first waits (up to `drain_timeout`) for every such request and its

@@ -13,11 +13,10 @@ import asyncio
 import logging
 import os
 import sys
-from urllib.parse import unquote, urlsplit
 
 import aiormq
 
-from aiopublish import AiopublishError, AuthenticationError, ConnectionFailed, Publisher, Queue, TLSError
+from aiopublish import AiopublishError, AuthenticationError, ConnectionFailed, Publisher, Queue, TLSError, VhostNotFound
 
 URL = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("AIOPUBLISH_URL", "amqp://guest:guest@127.0.0.1:5672/")
 QUEUE = Queue("aiopublish-quickstart", auto_delete=False)
@@ -27,24 +26,16 @@ START_ONE = "start one (Debian: `apt-get install rabbitmq-server && rabbitmq-ser
 def one_line(exc: BaseException) -> str:
     """What went wrong, as one line (aiopublish's messages already mask the password)."""
     text = " ".join(str(exc).split())
-    if isinstance(exc, ConnectionFailed) and not isinstance(exc, (AuthenticationError, TLSError)):
+    if isinstance(exc, ConnectionFailed) and not isinstance(exc, (AuthenticationError, TLSError, VhostNotFound)):
         return f"No RabbitMQ answered ({text}): {START_ONE} or pass its URL as the first argument"
-    if isinstance(exc, AiopublishError):
-        return text  # a refused login, TLS failed, a missing exchange, a refused permission, ...
-    # aiormq's own error for a connection.close while opening the vhost (a missing vhost, today).
-    return f"The broker closed the connection while opening virtual host {vhost()!r}: is it there, may you use it?"
-
-
-def vhost() -> str:
-    path = urlsplit(URL.split(",")[0]).path
-    return unquote(path[1:]) if len(path) > 1 else "/"
+    return text  # a refused login, a missing vhost, TLS failed, a missing exchange, a refused permission, ...
 
 
 async def main() -> int:
     try:
         async with Publisher(URL, declare=[QUEUE], routing_key=QUEUE.name, retry=False) as publisher:
             await publisher.publish({"order": 42, "status": "paid"}, headers={"source": "quickstart"})
-    except (AiopublishError, aiormq.exceptions.AMQPError) as exc:
+    except AiopublishError as exc:
         print(one_line(exc), file=sys.stderr)
         return 1
     print(f"published and confirmed: queue {QUEUE.name!r}")

@@ -37,11 +37,13 @@ HOOKS: list[tuple[type, str, str]] = [
     (aiormq.Channel, "_on_confirm_frame", "overridden: acks and nacks matched by aiopublish"),
     (aiormq.Channel, "_on_return_frame", "overridden: basic.return matched by aiopublish"),
     (aiormq.Channel, "_on_close_frame", "overridden: nothing is written after the broker's channel.close"),
+    (aiormq.Connection, "_rpc", "overridden: a connection.close answering connection.open (a missing vhost)"),
 ]
 # Set in aiormq's __init__, so only an instance has them: (class, attribute, expected type, why).
 INSTANCE_HOOKS: list[tuple[type, str, type, str]] = [
     (aiormq.Connection, "_Connection__connection_unblocked", asyncio.Event, "set/cleared with the blocked state"),
     (aiormq.Channel, "_closing", asyncio.Future, "ConfirmChannel settles its publishes when it closes"),
+    (aiormq.Connection, "_Connection__last_frame_time", float, "liveness: when the broker last sent anything"),
 ]
 # Where aiormq must still call each overridden/called method by that name, or overriding it does nothing.
 CALL_SITES = {
@@ -53,6 +55,7 @@ CALL_SITES = {
     "_on_confirm_frame": (aiormq.channel, "self._on_confirm_frame("),
     "_on_return_frame": (aiormq.channel, "self._on_return_frame("),
     "_on_close_frame": (aiormq.channel, "self._on_close_frame("),
+    "_rpc": (aiormq.connection, "self._rpc("),
 }
 KNOWN = {name for _, name, _ in HOOKS} | {name for _, name, _, _ in INSTANCE_HOOKS}
 

@@ -241,3 +241,43 @@ async def test_queue_leader_killed_under_the_publisher(
     assert report.overruns == [] or max(report.overruns) < 1.0
     assert second is n2 and second.running
     assert resumed, f"confirms did not resume on {second.nodename} within 20 s: raised {dict(report.raised)}"
+
+
+async def test_retry_nacked_publishes_through_the_leader_election(
+    rabbit_cluster: RabbitCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """retry_nacked=True: kill -9 the node of the connection and of the queue's leader: >= 99.9% return, lost 0.
+
+    The publishes the broker nacks while the quorum queue elects a new leader are
+    published again under the retry policy, inside their timeout, instead of raising.
+    """
+    cluster = rabbit_cluster
+    n1, n2, _ = cluster.nodes
+    caplog.set_level(logging.INFO, logger="aiopublish")
+    queue = quorum_queue()
+    async with Publisher(cluster.urls(), declare=[queue], retry_policy=FAILOVER_RETRY, retry_nacked=True) as publisher:
+        run = Run(cluster, publisher, queue)
+        first = run.node
+        assert first is n1
+        leader, _, _ = await cluster.quorum_status(queue.name, via=n1)
+        assert leader == n1.nodename, f"the queue's leader should start on {n1.nodename}, not {leader}"
+        await cluster.wait_quorum_online(queue.name, cluster.nodes, via=n1)
+        run.start()
+        try:
+            await run.confirms_flow(f"on {first.nodename} before the kill")
+            await first.kill()
+            run.kills += 1
+            second = await run.moved_away(first)
+            await run.confirms_flow(f"on {second.nodename} after killing {first.nodename} (the leader's node)")
+        finally:
+            await run.finish()
+        metrics = publisher.metrics
+    new_leader, _, _ = await cluster.quorum_status(queue.name, via=second)
+    await run.count()
+    summary = run.summary([first, second])
+    print(f"\nretry_nacked through the leader election (new leader {new_leader}): {summary}, nacked {metrics.nacked}")
+    report = run.report
+    assert report.lost == set()
+    assert report.overruns == [], f"publishes past their timeout: {report.overruns}"
+    assert len(report.confirmed) >= 0.999 * report.attempted, f"raised {dict(report.raised)}"
+    assert second is n2 and second.running

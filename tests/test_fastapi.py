@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -12,15 +13,17 @@ import httpx
 import pytest
 from fastapi import BackgroundTasks, Depends, FastAPI
 
-from aiopublish import ConnectionFailed, Publisher
+from aiopublish import ConnectionFailed, Publisher, RetryPolicy
 from aiopublish.fastapi import (
     PublisherDep,
     publisher_dependency,
     publisher_lifespan,
     publisher_state,
 )
+from aiopublish.retry import stop_after_delay, wait_exponential
 from examples.fastapi_app import create_app
 from tests.broker import Broker, until
+from tests.faults.proxy import TcpProxy
 
 # At module level: with postponed annotations FastAPI resolves a parameter's annotation in the module.
 EventsPublisher = Annotated[Publisher, Depends(publisher_dependency("events"))]
@@ -215,14 +218,40 @@ async def test_composed_into_an_existing_lifespan(amqp_url: str, broker: Broker)
 
 
 async def test_startup_fails_when_broker_unreachable() -> None:
-    """With no broker at the URL the app does not start: ConnectionFailed, password masked."""
-    app = FastAPI(lifespan=publisher_lifespan("amqp://guest:s3cret-pw@127.0.0.1:1/"))
+    """With retry off and no broker at the URL the app does not start: ConnectionFailed at once, password masked."""
+    app = FastAPI(lifespan=publisher_lifespan("amqp://guest:s3cret-pw@127.0.0.1:1/", retry=False))
+    started = time.monotonic()
     with pytest.raises(ConnectionFailed) as info:
         async with app.router.lifespan_context(app):
             pass
+    assert time.monotonic() - started < 1.0
     assert "s3cret-pw" not in str(info.value)
     assert "127.0.0.1:1" in str(info.value)
     assert not hasattr(app.state, "publisher")
+
+
+async def test_startup_waits_for_a_late_broker(broker: Broker, tcp_proxy: TcpProxy) -> None:
+    """The lifespan's start-up retries while the broker refuses connections; once it answers the app serves."""
+    queue = await broker.queue()
+    tcp_proxy.refuse(True)
+    retry = RetryPolicy(stop=stop_after_delay(30), wait=wait_exponential(multiplier=0.05, max=0.5))
+    instance = Publisher(tcp_proxy.url(), routing_key=queue, retry_policy=retry)
+    app = FastAPI(lifespan=publisher_lifespan(lambda: instance))
+
+    @app.post("/hello", status_code=202)
+    async def hello(publisher: PublisherDep) -> dict[str, str]:
+        return {"message_id": (await publisher.publish("hello")).message_id}
+
+    server = Server(app)
+    await until(lambda: instance.metrics.retried >= 3)
+    assert not server.task.done() and not hasattr(app.state, "publisher")
+    tcp_proxy.refuse(False)
+    await server.started()
+    async with client(app) as http:
+        assert (await http.post("/hello")).status_code == 202
+    server.begin_shutdown()
+    await server.task
+    assert [m.body for m in await broker.get_all(queue)] == [b'"hello"']
 
 
 async def test_dependency_without_lifespan_says_what_is_missing() -> None:

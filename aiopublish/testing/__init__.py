@@ -76,7 +76,7 @@ register_link_factory("memory", _memory_scheme_link)
 
 def _detach(link: LinkLike) -> None:
     if isinstance(link, MemoryLink):
-        link.detach()
+        link.abandon()
 
 
 @contextlib.contextmanager

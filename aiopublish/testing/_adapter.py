@@ -237,13 +237,13 @@ class MemoryLink:
     async def wait_unblocked(self) -> None:
         return None
 
-    def check_stalled(self, timeout: float) -> None:
-        return None  # nothing in memory stalls
+    def check_alive(self, since: float) -> None:
+        return None  # an in-memory link is always alive
 
     async def close(self, drain_timeout: float | None) -> None:
-        self.detach()
+        self.abandon()
 
-    def detach(self) -> None:
+    def abandon(self) -> None:
         """Close at once (nothing is ever in flight): the broker drops this connection's exclusive queues."""
         self.closed = True
         channel, self._channel = self._channel, None
