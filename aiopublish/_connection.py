@@ -258,10 +258,31 @@ class ConnectionParams:
     async def connect(self, node: str | None = None) -> AmqpConnection:
         """Open a connection to `node` (default: the first URL).
 
-        Raises ConnectionFailed or AuthenticationError, with the password masked.
+        Raises ConnectionFailed or one of its subclasses (AuthenticationError, TLSError,
+        VhostNotFound), with the password masked.
         """
         node = node or self.url
-        masked = mask_url(node)
+        connection = self._new_connection(node)
+        timeout = dict(self.transport_options).get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        try:
+            async with asyncio.timeout(timeout):
+                await connection.connect()
+        except TimeoutError as exc:
+            await _discard(connection, exc)
+            raise ConnectionFailed(f"timed out after {timeout} s connecting to {mask_url(node)}") from None
+        except Exception as exc:
+            error = self._connect_error(exc, mask_url(node))
+            if error is exc:
+                raise
+            raise error from None
+        except BaseException:
+            # Cancelled mid-handshake: aiormq's connect runs in a task of its own that may still
+            # open the connection; close it rather than leave it (and its tasks) behind.
+            _abandon(connection)
+            raise
+        return connection
+
+    def _new_connection(self, node: str) -> AmqpConnection:
         options = dict(self.transport_options)
         context = self._ssl_context(node)
         kwargs: dict[str, Any] = {}
@@ -278,41 +299,28 @@ class ConnectionParams:
             **kwargs,
         )
         connection.factory = factory
-        timeout = options.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
-        try:
-            async with asyncio.timeout(timeout):
-                await connection.connect()
-        except TimeoutError as exc:
-            await _discard(connection, exc)
-            raise ConnectionFailed(f"timed out after {timeout} s connecting to {masked}") from None
-        except ssl_module.SSLError as exc:
-            raise TLSError(f"TLS failed connecting to {masked}: {self.mask(str(exc))}") from None
-        except aiormq.exceptions.AuthenticationError as exc:
-            raise AuthenticationError(
+        return connection
+
+    def _connect_error(self, exc: Exception, masked: str) -> Exception:
+        """The aiopublish exception for a connect that failed with `exc` (`exc` itself if it is none of ours)."""
+        tls_failure = _ssl_error_in(exc)  # aiormq wraps the handshake's SSLError in AMQPConnectionError
+        if tls_failure is not None:
+            return TLSError(f"TLS failed connecting to {masked}: {self.mask(str(tls_failure))}")
+        if isinstance(exc, aiormq.exceptions.AuthenticationError):
+            return AuthenticationError(
                 f"the broker at {masked} does not offer login method "
                 f"{self.login_method or 'PLAIN'} (it offers: {exc.args[0] if exc.args else '?'})"
-            ) from None
-        except aiormq.exceptions.ProbableAuthenticationError as exc:
-            raise AuthenticationError(f"the broker at {masked} refused the login: {self.mask(str(exc))}") from None
-        except Exception as exc:
-            tls_failure = _ssl_error_in(exc)
-            if tls_failure is not None:
-                # aiormq wraps the handshake's SSLError in AMQPConnectionError.
-                raise TLSError(f"TLS failed connecting to {masked}: {self.mask(str(tls_failure))}") from None
-            error = translate(exc, mask=self.mask)
-            if error is exc:
-                raise
-            if isinstance(error, VhostNotFound):
-                # The broker answered and refused: not a "cannot connect".
-                raise VhostNotFound(f"{error} (at {masked})", vhost=error.vhost) from None
-            cls = AuthenticationError if isinstance(error, AuthenticationError) else ConnectionFailed
-            raise cls(f"cannot connect to {masked}: {error}") from None
-        except BaseException:
-            # Cancelled mid-handshake: aiormq's connect runs in a task of its own that may still
-            # open the connection; close it rather than leave it (and its tasks) behind.
-            _abandon(connection)
-            raise
-        return connection
+            )
+        if isinstance(exc, aiormq.exceptions.ProbableAuthenticationError):
+            return AuthenticationError(f"the broker at {masked} refused the login: {self.mask(str(exc))}")
+        error = translate(exc, mask=self.mask)
+        if error is exc or not isinstance(error, Exception):
+            return exc
+        if isinstance(error, VhostNotFound):
+            # The broker answered and refused: not a "cannot connect".
+            return VhostNotFound(f"{error} (at {masked})", vhost=error.vhost)
+        cls = AuthenticationError if isinstance(error, AuthenticationError) else ConnectionFailed
+        return cls(f"cannot connect to {masked}: {error}")
 
 
 def _abandon(connection: AmqpConnection) -> None:

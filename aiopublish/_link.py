@@ -405,34 +405,43 @@ class Link:
         self.closed = True
         channel, connection = self._channel, self._connection
         self._channel = self._probe_channel = None
-        task, self._reconnect_task = self._reconnect_task, None
-        liveness, self._liveness_task = self._liveness_task, None
+        background = [self._reconnect_task, self._liveness_task, *self._retiring]
+        self._reconnect_task = self._liveness_task = None
         try:
             await wait_discarded()
-            background = [t for t in (task, liveness, *self._retiring) if t is not None and not t.done()]
-            for pending in background:
-                pending.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
-            if channel is not None and not channel.is_closed and drain_timeout != 0:
-                try:
-                    async with asyncio.timeout(drain_timeout):
-                        await channel.wait_idle()
-                except TimeoutError:
-                    log.warning("closing with %d publishes still unconfirmed", channel.in_flight)
-            if channel is not None and channel.in_flight and drain_timeout == 0 and connection is not None:
-                # Nothing more will be waited for: a broker that did not confirm in time may not
-                # answer a close handshake either (a silent network), so drop the socket first.
-                connection.stream_writer.transport.abort()
+            await _cancel_all(background)
+            if channel is not None:
+                await _drain(channel, connection, drain_timeout)
             if connection is not None and not connection.is_closed:
                 await connection.close()
         except BaseException:
             # Cancelled or failed mid-close: drop the socket so nothing leaks.
-            if connection is not None:
-                writer = connection.factory.writer
-                if writer is not None:
-                    writer.transport.abort()
+            writer = connection.factory.writer if connection is not None else None
+            if writer is not None:
+                writer.transport.abort()
             raise
         finally:
             self._connection = None
             if connection is not None:
                 log.info("closed the connection to %s", mask_url(self.node or ""))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None] | None]) -> None:
+    running = [task for task in tasks if task is not None and not task.done()]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _drain(channel: ConfirmChannel, connection: AmqpConnection | None, drain_timeout: float | None) -> None:
+    """Wait up to drain_timeout for the channel's confirms; with none left to wait, drop a silent socket."""
+    if not channel.is_closed and drain_timeout != 0:
+        try:
+            async with asyncio.timeout(drain_timeout):
+                await channel.wait_idle()
+        except TimeoutError:
+            log.warning("closing with %d publishes still unconfirmed", channel.in_flight)
+    if channel.in_flight and drain_timeout == 0 and connection is not None:
+        # Nothing more will be waited for: a broker that did not confirm in time may not
+        # answer a close handshake either (a silent network), so drop the socket first.
+        connection.stream_writer.transport.abort()
