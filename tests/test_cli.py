@@ -16,7 +16,7 @@ from typing import Protocol
 import pytest
 
 from aiopublish import cli
-from aiopublish.cli import main
+from aiopublish.cli import _console, main
 from tests.broker import Broker
 
 NOWHERE = ("--url", "amqp://guest:guest@127.0.0.1:1/")  # usage errors must be found before connecting
@@ -152,14 +152,25 @@ async def test_declare_queue_routes_to_it(run: Runner, amqp_url: str, broker: Br
     assert [m.body for m in await broker.get_all(name)] == [b"x"]
 
 
-async def test_mandatory_unroutable_single_message(run: Runner, amqp_url: str, broker: Broker) -> None:
-    """One mandatory message no queue takes: exit 1 and one line saying it was returned."""
+async def test_unroutable_single_message_fails_by_default(run: Runner, amqp_url: str, broker: Broker) -> None:
+    """Mandatory is the CLI's default: one message no queue takes is exit 1 and one line saying it was returned."""
     exchange = await broker.exchange("direct")
-    result = await run("publish", "x", "--url", amqp_url, "-e", exchange, "-k", "nowhere", "--mandatory")
+    result = await run("publish", "x", "--url", amqp_url, "-e", exchange, "-k", "nowhere")
     assert result.code == 1
     assert result.out == ""
     assert result.err.count("\n") == 1
     assert "returned by the broker: 312 NO_ROUTE" in result.err
+
+
+async def test_no_mandatory_lets_the_broker_drop_it(run: Runner, amqp_url: str, broker: Broker) -> None:
+    """--no-mandatory: the broker confirms a message no queue takes (and drops it); exit 0, as nameko would."""
+    exchange = await broker.exchange("direct")
+    queue = await broker.queue()
+    await broker.bind(queue, exchange, "somewhere")
+    result = await run("publish", "x", "--url", amqp_url, "-e", exchange, "-k", "nowhere", "--no-mandatory")
+    assert result.code == 0, result.err
+    assert "confirmed message " in result.out
+    assert await broker.depth(queue) == 0
 
 
 # -- JSON lines ------------------------------------------------------------------------------
@@ -198,10 +209,10 @@ async def test_json_lines_from_stdin_subprocess(amqp_url: str, broker: Broker) -
 
 
 async def test_json_lines_mandatory_no_route(run: Runner, amqp_url: str, broker: Broker) -> None:
-    """Mandatory lines no queue takes are counted as returned, listed by number, and exit 1."""
+    """Lines no queue takes (mandatory by default) are counted as returned, listed by number, and exit 1."""
     exchange = await broker.exchange("direct")
     stdin = b'{"a": 1}\n{"a": 2}\n{"a": 3}\n'
-    argv = ("publish", "--lines", "--url", amqp_url, "-e", exchange, "-k", "nowhere", "--mandatory")
+    argv = ("publish", "--lines", "--url", amqp_url, "-e", exchange, "-k", "nowhere")
     result = await run(*argv, stdin=stdin)
     assert result.code == 1
     assert result.summary() == {"sent": 3, "confirmed": 0, "returned": 3, "nacked": 0, "failed": 0}
@@ -220,14 +231,14 @@ async def test_json_lines_nacked_are_counted(run: Runner, amqp_url: str, broker:
 
 
 async def test_json_lines_stop_when_the_exchange_is_missing(run: Runner, amqp_url: str, broker: Broker) -> None:
-    """A missing exchange fails the first window of lines and stops reading: exit 1, 'stopped after line N'."""
+    """A missing exchange fails the lines handed out (two windows at most) and stops reading: 'stopped after line N'."""
     missing = broker.name("x")
     stdin = b"".join(b"%d\n" % n for n in range(1000))
     result = await run("publish", "--lines", "--url", amqp_url, "-e", missing, "--window", "16", stdin=stdin)
     assert result.code == 1
     counts = result.summary()
     assert counts["confirmed"] == 0
-    assert 1 <= counts["sent"] <= 16
+    assert 1 <= counts["sent"] <= 2 * 16
     assert counts["failed"] == counts["sent"]
     assert "NotFound" in result.err
     assert re.search(r"stopped after line \d+", result.err)
@@ -267,10 +278,14 @@ async def test_interrupt_reports_what_was_confirmed(amqp_url: str, broker: Broke
 
 
 async def test_no_routing_key_on_default_exchange_warns(run: Runner, amqp_url: str) -> None:
-    """Publishing to the default exchange without a routing key is confirmed but warned about on stderr."""
+    """The default exchange without a routing key: warned about, then returned (exit 1); --no-mandatory: exit 0."""
     result = await run("publish", "x", "--url", amqp_url)
-    assert result.code == 0, result.err
+    assert result.code == 1
     assert "warning: no --routing-key" in result.err
+    assert "returned by the broker: 312 NO_ROUTE" in result.err
+    dropped = await run("publish", "x", "--url", amqp_url, "--no-mandatory")
+    assert dropped.code == 0, dropped.err
+    assert "warning: no --routing-key" in dropped.err
 
 
 async def test_unreachable_broker_is_one_masked_line() -> None:
@@ -316,6 +331,11 @@ async def test_refused_login_is_masked(run: Runner, amqp_url: str) -> None:
         (["publish", "x", "--file", "body.txt", *NOWHERE], "BODY or --file, not both"),
         (["publish", "--lines", "-s", "raw", *NOWHERE], "decodes every line as JSON"),
         (["publish", "x", "-s", "yaml", *NOWHERE], "unknown serializer 'yaml'"),
+        (["publish", "not json", "-s", "json", *NOWHERE], "the body is not JSON, which --serializer json needs"),
+        (["publish", "x", "--bind-key", "a.*", "-e", "x", *NOWHERE], "give --declare-queue NAME too"),
+        (["publish", "x", "--declare-queue", "q", "--bind-key", "a", *NOWHERE], "--bind-key needs --exchange"),
+        (["publish", "x", "--declare-exchange", "shop:nope", *NOWHERE], "the type must be one of direct"),
+        (["publish", "x", "--declare-exchange", ":topic", *NOWHERE], "takes NAME[:TYPE]"),
         (["publish", "x", "--persistent", "-p", "delivery_mode=1", *NOWHERE], "not both"),
         (["publish", "x", "--url", "http://u:pw-in-url@host/"], "must start with amqp://"),
         (["publish", "x", "--timeout", "0", *NOWHERE], "must be a number of seconds > 0"),
@@ -343,7 +363,8 @@ async def test_help(run: Runner) -> None:
     assert publish.code == 0
     for option in (
         "--url", "--exchange", "--routing-key", "--header", "--property", "--persistent", "--transient",
-        "--mandatory", "--serializer", "--compression", "--declare-queue", "--timeout", "--file",
+        "--mandatory", "--no-mandatory", "--serializer", "--compression", "--declare-queue", "--declare-exchange",
+        "--bind-key", "--timeout", "--file",
         "--json-lines", "--lines", "--window", "AIOPUBLISH_URL", "exit status",
     ):  # fmt: skip
         assert option in publish.out, option
@@ -368,8 +389,8 @@ class FakeTerminal(io.StringIO):
 def test_progress_on_a_terminal_redraws_one_line() -> None:
     """On a TTY progress is one line redrawn with '\\r'; a message clears it and takes a line of its own."""
     stream = FakeTerminal()
-    stats = cli.Stats()
-    progress = cli.Progress(stats, stream)
+    stats = _console.Stats()
+    progress = _console.Progress(stats, stream)
     progress.draw()
     stats.sent = stats.confirmed = 12
     progress.draw()
@@ -379,32 +400,28 @@ def test_progress_on_a_terminal_redraws_one_line() -> None:
     assert "\rsent 12, confirmed 12" in text
     assert text.endswith("\raiopublish: line 3: invalid JSON\n")
     assert text.count("\n") == 1
-    assert progress.interval == cli.TTY_PROGRESS_INTERVAL
+    assert progress.interval == _console.TTY_PROGRESS_INTERVAL
 
 
 def test_progress_off_a_terminal_prints_lines() -> None:
     """Off a TTY each progress update is a plain line, with no '\\r'."""
     stream = io.StringIO()
-    progress = cli.Progress(cli.Stats(), stream)
+    progress = _console.Progress(_console.Stats(), stream)
     progress.draw()
     progress.draw()
     assert stream.getvalue().count("aiopublish: progress: sent 0,") == 2
     assert "\r" not in stream.getvalue()
-    assert progress.interval == cli.PLAIN_PROGRESS_INTERVAL
+    assert progress.interval == _console.PLAIN_PROGRESS_INTERVAL
 
 
 def test_failing_lines_are_listed_as_ranges() -> None:
     """Failing line numbers are listed sorted, consecutive ones as a range."""
-    assert cli._ranges([9, 1, 2, 3, 7, 10]) == "1-3, 7, 9-10"
-    assert cli._ranges([5]) == "5"
+    assert _console.ranges([9, 1, 2, 3, 7, 10]) == "1-3, 7, 9-10"
+    assert _console.ranges([5]) == "5"
 
 
 def test_cli_runs_on_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The command runs on uvloop when it is installed, and on asyncio's own loop when it is not."""
-    import sys
-
-    from aiopublish import cli
-
     seen: list[str] = []
 
     async def record() -> int:
@@ -415,3 +432,51 @@ def test_cli_runs_on_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "uvloop", None)  # makes `import uvloop` fail
     assert cli._run_in_event_loop(record()) == 0
     assert seen[0].startswith("uvloop") and seen[1].startswith("asyncio")
+
+
+# -- subcommands -----------------------------------------------------------------------------
+
+
+def test_a_subcommand_is_a_table_entry_and_a_module(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A module with add_arguments and async run, named in COMMANDS, is a subcommand: parsed, run, its status kept."""
+    import argparse
+    import types
+
+    module = types.ModuleType("fake_subcommand")
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--name", required=True)
+
+    async def run(args: argparse.Namespace, console: _console.Console) -> int:
+        console.say(f"hello {args.name}")
+        console.error("warned")
+        return 7
+
+    module.add_arguments = add_arguments  # type: ignore[attr-defined]
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_subcommand", module)
+    monkeypatch.setitem(cli.COMMANDS, "hello", cli.Subcommand("fake_subcommand", "say hello"))
+    assert main(["hello", "--name", "relay"]) == 7
+    out, err = capsys.readouterr()
+    assert (out, err) == ("hello relay\n", "aiopublish: warned\n")
+    assert main(["--help"]) == 0
+    assert "say hello" in capsys.readouterr().out
+    assert main(["hello"]) == 2  # its own usage error
+    assert "--name" in capsys.readouterr().err
+
+
+async def test_top_level_help_imports_no_subcommand() -> None:
+    """`aiopublish --help` builds the command list without importing any subcommand's module."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; from aiopublish.cli import main; main(['--help']); "
+        "print(sorted(m for m in sys.modules if m.startswith('aiopublish.cli.')))",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    assert out.decode().splitlines()[-1] == "['aiopublish.cli._common', 'aiopublish.cli._console']"

@@ -1,0 +1,157 @@
+"""The `aiopublish` command: publish messages to RabbitMQ from a shell, with confirms.
+
+    aiopublish publish 'hello' --declare-queue jobs
+    aiopublish publish --json-lines --file orders.jsonl --exchange shop --routing-key orders
+
+Each subcommand is a module named in COMMANDS, imported only when that subcommand runs,
+with two functions:
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    async def run(args: argparse.Namespace, console: Console) -> int: ...   # the exit status
+
+`_common.add_url_argument` and `_common.add_output_arguments` give a command the same
+`--url` and `-q`/`-v` as `publish`. For example, with aiopublish/outbox/_cli.py holding those
+two functions, `"relay": Subcommand("aiopublish.outbox._cli", "publish the outbox")` is the
+whole change here.
+
+`main` parses the command line, then runs `run` on an event loop (uvloop when installed)
+with the log routed to stderr as single masked lines (see _console) and SIGINT/SIGTERM
+turned into a cancellation of `run`: a command that has something to finish catches
+CancelledError, finishes (drains, prints its summary) and re-raises; the exit status is
+then 128 + the signal (130, 143). A UsageError from anywhere is exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib
+import signal
+import sys
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from .. import __version__
+from ._common import EXIT_USAGE, PROG, UsageError, exit_status_for_signal
+from ._console import Console, log_to_console
+
+__all__ = ["COMMANDS", "Subcommand", "main"]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand: the module that implements it (imported when it runs) and its one-line help."""
+
+    module: str
+    help: str
+
+
+#: The subcommands, in the order `--help` lists them. Adding one is a line here and a module.
+COMMANDS: dict[str, Subcommand] = {
+    "publish": Subcommand("aiopublish.cli._publish", "publish one message, or one message per line of JSON"),
+}
+
+_EPILOG = (
+    f"Run '{PROG} COMMAND --help' for the options of a command.\n\n"
+    "exit status: 0 every message confirmed; 1 a message was not confirmed, or the broker\n"
+    "could not be reached; 2 usage error; 130/143 interrupted by SIGINT/SIGTERM."
+)
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of `aiopublish`, with the options of the subcommand `argv` names (other modules stay unimported)."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Publish messages to RabbitMQ and wait for the broker's confirms.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    # The top level has no option that takes a value: the first word is the subcommand.
+    chosen = next((word for word in argv if not word.startswith("-")), None)
+    for name, command in COMMANDS.items():
+        subparser = subparsers.add_parser(name, help=command.help)
+        if name == chosen:
+            module = importlib.import_module(command.module)
+            module.add_arguments(subparser)
+            subparser.set_defaults(module=module, parser=subparser)
+    return parser
+
+
+class _Signals:
+    """SIGINT and SIGTERM cancel the running command (again at a second signal: stop waiting)."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+
+@contextlib.contextmanager
+def _cancel_on_signals() -> Iterator[_Signals]:
+    signals = _Signals()
+    task = asyncio.current_task()
+    if task is None or threading.current_thread() is not threading.main_thread():
+        yield signals  # signal handlers belong to the main thread (main() run from a test's thread)
+        return
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        signals.received = signals.received or signum
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield signals
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+async def _run(args: argparse.Namespace, module: ModuleType) -> int:
+    console = Console(sys.stdout, sys.stderr, quiet=getattr(args, "quiet", False))
+    with log_to_console(console, getattr(args, "verbose", False)), _cancel_on_signals() as signals:
+        try:
+            status: int = await module.run(args, console)
+        except asyncio.CancelledError:
+            if signals.received is None:
+                raise
+            console.error(f"interrupted by {signal.Signals(signals.received).name}")
+            return exit_status_for_signal(signals.received)
+        return status
+
+
+def _run_in_event_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Run the command on uvloop when it is installed (the `speed` extra), else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line `argv` (default: sys.argv[1:]); return the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return _run_in_event_loop(_run(args, args.module))
+    except UsageError as exc:
+        args.parser.print_usage(sys.stderr)
+        print(f"{args.parser.prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:  # a Ctrl-C before the signal handlers were in place
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return exit_status_for_signal(signal.SIGINT)
