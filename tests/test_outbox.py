@@ -1,0 +1,157 @@
+"""The PostgreSQL outbox in one process: add() in the caller's transaction, the relay, poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+
+import asyncpg
+import pytest
+
+from aiopublish import Publisher
+from aiopublish.outbox import Outbox
+from tests.broker import Broker
+from tests.test_outbox_support import message_ids, pg_dsn, unique_table
+
+__all__ = ["pg_dsn"]
+
+
+async def test_only_committed_messages_are_published(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
+    """10,000 transactions (business row + outbox message), 10% rolled back: exactly the committed ids arrive."""
+    queue = await broker.queue()
+    outbox = Outbox(pg_dsn, table=unique_table(), routing_key=queue)
+    pool = await asyncpg.create_pool(pg_dsn, min_size=8, max_size=8)
+    await pool.execute("CREATE TABLE IF NOT EXISTS orders (id bigserial PRIMARY KEY, ref text NOT NULL)")
+    committed: set[str] = set()
+    rolled_back: set[str] = set()
+    rng = random.Random(15)
+    slots = asyncio.Semaphore(16)
+
+    class Rollback(Exception):
+        pass
+
+    async def order(n: int) -> None:
+        async with slots:
+            roll_back = rng.random() < 0.1
+            message_id = None
+            try:
+                async with pool.acquire() as connection, connection.transaction():
+                    await connection.execute("INSERT INTO orders (ref) VALUES ($1)", f"order-{n}")
+                    message_id = await outbox.add({"order": n}, connection=connection)
+                    if roll_back:
+                        raise Rollback
+            except Rollback:
+                rolled_back.add(message_id or "")
+                return
+            committed.add(message_id)
+
+    try:
+        async with Publisher(amqp_url) as publisher, outbox.relay(publisher) as relay:
+            await asyncio.gather(*(order(n) for n in range(10_000)))
+            await relay.wait_idle()
+        arrived = await message_ids(broker, queue)
+        assert len(committed) + len(rolled_back) == 10_000
+        assert 800 < len(rolled_back) < 1200
+        assert set(arrived) == committed
+        assert max(arrived.values()) == 1  # no crash here: no duplicates either
+        assert await pool.fetchval("SELECT count(*) FROM orders") == len(committed)
+        assert (await outbox.stats()).pending == 0
+        assert relay.metrics.relayed == len(committed)
+    finally:
+        await pool.execute("DROP TABLE orders")
+        await pool.close()
+        await outbox.close()
+
+
+async def test_poison_message_is_moved_aside_and_the_rest_flow(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
+    """A message to a missing exchange among 1,000 good ones: the 1,000 arrive, it ends in failed() with NotFound."""
+    queue = await broker.queue()
+    missing = broker.name("missing")
+    outbox = Outbox(pg_dsn, table=unique_table(), routing_key=queue)
+    good: list[str] = []
+    async with Publisher(amqp_url) as publisher:
+        pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                for n in range(1000):
+                    if n == 500:
+                        poison = await outbox.add("poison", connection=connection, exchange=missing)
+                    good.append(await outbox.add({"n": n}, connection=connection))
+            async with outbox.relay(publisher, max_attempts=3, batch_size=100) as relay:
+                await relay.wait_idle()
+        finally:
+            await pool.close()
+        arrived = await message_ids(broker, queue)
+        failed = await outbox.failed()
+        assert set(arrived) == set(good) and len(arrived) == 1000
+        assert [(f.message_id, f.attempts) for f in failed] == [(poison, 3)]
+        assert "NotFound" in failed[0].error and missing in failed[0].error
+        assert relay.metrics.failed == 1
+        stats = await outbox.stats()
+        assert (stats.pending, stats.failed) == (0, 1)
+        # Requeued once the exchange exists, it goes through: same message id.
+        await broker.exchange("fanout", name=missing)
+        await broker.bind(queue, missing)
+        assert await outbox.requeue() == 1
+        async with outbox.relay(publisher) as relay:
+            await relay.wait_idle()
+        assert await message_ids(broker, queue) == {poison: 1}
+        assert await outbox.failed() == []
+    await outbox.close()
+
+
+async def test_sqlalchemy_session_and_connection(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
+    """add() through an SQLAlchemy AsyncSession and AsyncConnection follows their commit and rollback."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    queue = await broker.queue()
+    outbox = Outbox(pg_dsn, table=unique_table(), routing_key=queue, serializer="json")
+    engine = create_async_engine(pg_dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    kept: list[str] = []
+    try:
+        async with AsyncSession(engine) as session:
+            kept.append(await outbox.add({"via": "session"}, connection=session))
+            await session.commit()
+            await outbox.add({"via": "session, rolled back"}, connection=session)
+            await session.rollback()
+        async with engine.connect() as connection:
+            kept.append(await outbox.add({"via": "connection"}, connection=connection))
+            await connection.commit()
+            await outbox.add({"via": "connection, rolled back"}, connection=connection)
+            await connection.execute(text("SELECT 1"))
+            await connection.rollback()
+        async with engine.begin() as connection:
+            kept.append(await outbox.add({"via": "begin"}, connection=connection, correlation_id="c-1"))
+        async with Publisher(amqp_url) as publisher, outbox.relay(publisher) as relay:
+            await relay.wait_idle()
+        messages = await broker.get_all(queue)
+        assert [m.header.properties.message_id for m in messages] == kept
+        assert [json.loads(m.body)["via"] for m in messages] == ["session", "connection", "begin"]
+        assert messages[2].header.properties.correlation_id == "c-1"
+    finally:
+        await engine.dispose()
+        await outbox.close()
+
+
+async def test_bad_payload_or_option_raises_inside_the_transaction(pg_dsn: str) -> None:
+    """A payload the serializer refuses or a bad option raises in add(), and nothing is written."""
+    outbox = Outbox(pg_dsn, table=unique_table(), serializer="json")
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        async with connection.transaction():
+            with pytest.raises(ValueError, match="serializ"):
+                await outbox.add({"when": object()}, connection=connection)
+            with pytest.raises(ValueError, match="priority"):
+                await outbox.add("x", connection=connection, priority=300)
+            with pytest.raises(TypeError, match="'timeout'"):
+                await outbox.add("x", connection=connection, timeout=3)  # type: ignore[call-arg]
+        with pytest.raises(ValueError, match="not in a transaction"):
+            await outbox.add("x", connection=connection)
+        with pytest.raises(TypeError, match="asyncpg connection or an SQLAlchemy"):
+            await outbox.add("x", connection=object())
+        assert (await outbox.stats()).pending == 0
+    finally:
+        await connection.close()
+        await outbox.close()

@@ -1,0 +1,48 @@
+"""Shared by the outbox tests (no tests here): a PostgreSQL database of their own, counting message ids."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from tests.broker import Broker
+
+PG_ADMIN_DSN = os.environ.get("AIOPUBLISH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _admin(statement: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def pg_dsn() -> Iterator[str]:
+    """A PostgreSQL database created for one test module, dropped after it."""
+    name = f"aiopublish_outbox_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    try:
+        yield PG_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        _admin(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def unique_table() -> str:
+    return f"outbox_{uuid.uuid4().hex[:10]}"
+
+
+async def message_ids(broker: Broker, queue: str) -> Counter[str]:
+    """How many times each message id is in `queue` now (the queue is emptied)."""
+    return Counter(message.header.properties.message_id or "" for message in await broker.get_all(queue))
