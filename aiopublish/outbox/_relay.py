@@ -138,6 +138,11 @@ class Relay:
     ) -> None:
         await self.stop()
 
+    async def wait(self) -> None:
+        """Until the relay ends (after stop(), or with the error that ended it); cancelling this leaves it running."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def wait_idle(self) -> None:
         """Until the relay has found the outbox empty (every committed row so far is published or failed)."""
         self._idle.clear()
