@@ -46,3 +46,23 @@ def unique_table() -> str:
 async def message_ids(broker: Broker, queue: str) -> Counter[str]:
     """How many times each message id is in `queue` now (the queue is emptied)."""
     return Counter(message.header.properties.message_id or "" for message in await broker.get_all(queue))
+
+
+async def fill(outbox: object, count: int, chunk: int = 5000) -> list[str]:
+    """Commit `count` messages ({"n": i}) to the outbox in chunks; their message ids in order."""
+    from aiopublish.outbox import Outbox
+
+    assert isinstance(outbox, Outbox)
+    ids: list[str] = []
+    for start in range(0, count, chunk):
+        messages = [outbox.encode({"n": n}, {}) for n in range(start, min(count, start + chunk))]
+        await outbox.add_prepared(messages)
+        ids.extend(message.message_id for message in messages)
+    return ids
+
+
+def relay_command(dsn: str, table: str, url: str, *extra: str) -> list[str]:
+    """The command line of a relay process."""
+    import sys
+
+    return [sys.executable, "-m", "aiopublish", "relay", "--outbox", dsn, "--table", table, "--url", url, *extra]

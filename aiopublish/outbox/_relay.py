@@ -166,6 +166,7 @@ class Relay:
         """Relay until stop() (the foreground form of start())."""
         store = self.outbox._store
         async with store.relay_lock():
+            await store.wait(0)  # LISTEN before the first look: no commit after it goes unnoticed
             while not self._stopping.is_set():
                 try:
                     await self.outbox.setup()
