@@ -17,7 +17,7 @@ from dataclasses import replace
 from datetime import timedelta
 from ssl import SSLContext
 from types import TracebackType
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from . import _tracing
 from ._batch import prepare_batch, publish_prepared
@@ -37,6 +37,9 @@ from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prep
 from ._result import PublishResult, result_of
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
 
 __all__ = ["PublishResult", "Publisher"]
 
@@ -107,6 +110,7 @@ class Publisher:
         *,
         transport_options: Mapping[str, Any] | None = None,
         max_in_flight: int | None = None,
+        spool: Outbox | None = None,
         **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
@@ -139,6 +143,12 @@ class Publisher:
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
+        # Publishes the broker is unreachable for go there (see aiopublish.outbox._spool).
+        self._spool = None
+        if spool is not None:
+            from .outbox._spool import Spool
+
+            self._spool = Spool(spool)
 
     def _make_link(self) -> LinkLike:
         if self._params.url.startswith("memory://"):
@@ -166,8 +176,11 @@ class Publisher:
         await self.close()
 
     async def connect(self) -> None:
-        """Connect and declare now rather than at the first publish. Raises ConnectionFailed."""
+        """Connect and declare now rather than at the first publish. Raises ConnectionFailed (not with a spool)."""
         self._check_open()
+        if self._spool is not None:
+            await self._spool.connect(self)  # with a spool, an unreachable broker is not an error
+            return
         await self._link.channel()
 
     async def close(self) -> None:
@@ -175,6 +188,8 @@ class Publisher:
         if self._state is _State.CLOSED:
             return
         self._state = _State.CLOSED
+        if self._spool is not None:
+            await self._spool.stop(self.close_timeout)
         await self._link.close(self.close_timeout)
 
     @property
@@ -220,7 +235,8 @@ class Publisher:
         subclass (NotFound, PreconditionFailed, AccessRefused) for this message's own
         refusal, ConnectionFailed when retries ran out, PublishTimeout when `timeout`
         passed, TypeError/ValueError for bad options and SerializationError for a payload
-        that cannot be encoded; in the last three cases nothing was sent.
+        that cannot be encoded; in the last three cases nothing was sent. With a `spool`, a
+        publish the broker is unreachable for returns status "spooled" instead of raising.
         """
         span = _tracing.NO_SPAN
         try:
@@ -247,7 +263,12 @@ class Publisher:
                 span.set_message(message.message_id, len(message.body))
                 if options.mandatory and not options.use_confirms:
                     warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-                await self._run(message, options, deadline)
+                if self._spool is None:
+                    await self._run(message, options, deadline)
+                elif await self._spool.publish(self, message, options, deadline):
+                    result = PublishResult(0, message.message_id, "spooled")
+                    span.finish(None, result.status)
+                    return result
             finally:
                 self._slots.release()
         except BaseException as exc:

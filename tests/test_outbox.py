@@ -84,7 +84,10 @@ async def test_poison_message_is_moved_aside_and_the_rest_flow(pg_dsn: str, brok
             await pool.close()
         arrived = await message_ids(broker, queue)
         failed = await outbox.failed()
-        assert set(arrived) == set(good) and len(arrived) == 1000
+        assert set(arrived) == set(good)
+        # Its first refusal closed the channel with the confirms of up to 99 others unsent (published again);
+        # its later attempts went alone.
+        assert sum(arrived.values()) - len(arrived) < 100
         assert [(f.message_id, f.attempts) for f in failed] == [(poison, 3)]
         assert "NotFound" in failed[0].error and missing in failed[0].error
         assert relay.metrics.failed == 1

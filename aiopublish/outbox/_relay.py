@@ -3,6 +3,7 @@
 A loop of batches: claim up to `batch_size` pending rows in insertion order, publish
 them all at once through the publisher's batch engine (many confirms in flight, the
 retry policy for lost connections, the same bytes and message id every attempt),
+(a row the broker refused before goes alone, ahead of the batch),
 then settle them: confirmed rows are deleted (or kept `keep_done` seconds), rows
 the broker refused count an attempt and after `max_attempts` are moved aside as
 failed, rows whose connection died stay pending for the next batch. When the outbox
@@ -25,7 +26,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._options import _seconds
-from ._rows import Verdicts
+from .._result import PublishResult
+from ._rows import Row, Verdicts
 
 if TYPE_CHECKING:
     from .._publisher import Publisher
@@ -198,8 +200,7 @@ class Relay:
             return None
         self._idle.clear()
         try:
-            results = await self.publisher._publish_prepared([row.message for row in batch.rows], self._options)
-            verdicts = Verdicts.of(batch.rows, results)
+            verdicts = Verdicts.of(batch.rows, await self._publish(batch.rows))
             failed = await batch.settle(verdicts, self.max_attempts, self.keep_done is not None)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -209,6 +210,24 @@ class Relay:
         if self.keep_done is not None and self._metrics.batches % _PURGE_EVERY == 0:
             await self.outbox._store.purge_done(self.keep_done)
         return bool(verdicts.done or verdicts.refused)
+
+    async def _publish(self, rows: list[Row]) -> list[PublishResult]:
+        """Publish the rows, in order; one the broker refused before goes alone, ahead of the rest.
+
+        A refusal by a channel error (NotFound, ...) closes the channel with the confirms of
+        the messages before it unsent: those are published again (duplicates). Sent alone, a
+        message refused before cannot do that to its batch twice.
+        """
+        publish = self.publisher._publish_prepared
+        results: dict[int, PublishResult] = {}
+        for row in rows:
+            if row.attempts:
+                (results[row.id],) = await publish([row.message], self._options)
+        rest = [row for row in rows if not row.attempts]
+        if rest:
+            answers = await publish([row.message for row in rest], self._options)
+            results.update(zip((row.id for row in rest), answers, strict=True))
+        return [results[row.id] for row in rows]
 
     def _count(self, oldest: float, verdicts: Verdicts, failed: list[int]) -> None:
         metrics = self._metrics
