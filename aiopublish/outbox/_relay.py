@@ -3,8 +3,8 @@
 A loop of batches: claim up to `batch_size` pending rows in insertion order, publish
 them all at once through the publisher's batch engine (many confirms in flight, the
 retry policy for lost connections, the same bytes and message id every attempt),
-(a row the broker refused before goes alone, ahead of the batch),
-then settle them: confirmed rows are deleted (or kept `keep_done` seconds), rows
+(a row the broker refused before goes alone, ahead of the rest),
+then settles them: confirmed rows are deleted (or kept `keep_done` seconds), rows
 the broker refused count an attempt and after `max_attempts` are moved aside as
 failed, rows whose connection died stay pending for the next batch. When the outbox
 is empty the relay sleeps until an add() wakes it (LISTEN/NOTIFY on PostgreSQL, the
@@ -101,6 +101,8 @@ class Relay:
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Whether the relay's last look found rows pending (False before its first look).
+        self.has_work = False
 
     @property
     def metrics(self) -> RelayMetrics:
@@ -195,6 +197,7 @@ class Relay:
     async def _one_batch(self) -> bool | None:
         """One batch: None if the outbox had nothing pending, else whether any row got the broker's verdict."""
         batch = await self.outbox._store.claim(self.batch_size)
+        self.has_work = bool(batch.rows)
         if not batch.rows:
             await batch.abort()
             return None

@@ -6,12 +6,18 @@ connection, or a timeout while not connected; never the broker's own refusal, ne
 a blocked connection) the encoded message goes to the spool and publish() returns
 status "spooled". A relay running in the publisher drains the spool whenever the
 broker answers, including what an earlier process left. While the spool holds
-messages, new publishes join it, so nothing overtakes a spooled message. With a
-spool, connect() does not raise when the broker is unreachable: it logs a warning.
+messages, new publishes join it, so nothing overtakes a spooled message (what an
+earlier process left is drained alongside the first publishes after start-up).
+
+Once a publish was spooled because the broker is unreachable (or connect() found it
+so), publishes go straight to the spool, without waiting on the broker, until the
+relay has published from the spool again. With a spool, connect() does not raise
+when the broker is unreachable: it logs a warning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -28,8 +34,8 @@ __all__ = ["Spool"]
 log = logging.getLogger("aiopublish")
 
 # The part of a publish's timeout kept for writing to the spool (at most this many seconds).
-_SPOOL_MARGIN = 0.5
-_SPOOL_SHARE = 0.1
+_SPOOL_MARGIN = 1.0
+_SPOOL_SHARE = 0.2
 
 
 def unreachable(exc: BaseException, publisher: Publisher) -> bool:
@@ -53,6 +59,10 @@ class Spool:
             raise TypeError(f"spool must be an aiopublish.outbox.Outbox, not {type(outbox).__name__}")
         self.outbox = outbox
         self.relay: Relay | None = None
+        self._trying: set[asyncio.Future[None]] = set()
+        # While the broker is known unreachable: the relay's `relayed` count then. Publishes go straight to
+        # the spool until the relay has confirmed more (the relay is the one that finds the broker back).
+        self._outage_mark: int | None = None
 
     def start(self, publisher: Publisher) -> None:
         """Start draining (idempotent): at connect() and at the first publish."""
@@ -69,6 +79,7 @@ class Spool:
             if not is_retriable(exc):
                 raise
             log.warning("the broker is unreachable (%s): publishes go to the spool until it answers", exc)
+            self._mark_outage()
 
     async def stop(self, grace: float) -> None:
         """Stop draining (the batch under way may take `grace` seconds to settle) and close the outbox."""
@@ -78,12 +89,21 @@ class Spool:
 
     @property
     def has_backlog(self) -> bool:
-        """True until the relay has found the spool empty, and again after each message spooled."""
-        return self.relay is None or not self.relay._idle.is_set()
+        """True while the broker is known unreachable, and until the relay finds the spool empty after it."""
+        relay = self.relay
+        if relay is None:
+            return False
+        if self._outage_mark is not None and relay._metrics.relayed > self._outage_mark:
+            self._outage_mark = None
+        return self._outage_mark is not None or relay.has_work
+
+    def _mark_outage(self) -> None:
+        if self.relay is not None and self._outage_mark is None:
+            self._outage_mark = self.relay._metrics.relayed
 
     async def keep(self, message: Prepared) -> None:
         if self.relay is not None:
-            self.relay._idle.clear()
+            self.relay.has_work = True
         await self.outbox.add_prepared([message])
 
     async def publish(self, publisher: Publisher, message: Prepared, options: Options, deadline: float | None) -> bool:
@@ -95,11 +115,28 @@ class Spool:
         run_deadline = deadline
         if deadline is not None and options.timeout is not None:
             run_deadline = deadline - min(_SPOOL_MARGIN, options.timeout * _SPOOL_SHARE)
+        run = asyncio.ensure_future(publisher._run(message, options, run_deadline))
+        self._trying.add(run)
         try:
-            await publisher._run(message, options, run_deadline)
-            return False
-        except (ConnectionFailed, PublishTimeout) as exc:
+            await asyncio.wait([run])
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        finally:
+            self._trying.discard(run)
+        if not run.cancelled():  # cancelled: another publish found the broker unreachable (see _spool_now)
+            exc = run.exception()
+            if exc is None:
+                return False
             if not unreachable(exc, publisher):
-                raise
+                raise exc
         await self.keep(message)
+        self._mark_outage()
+        self._spool_now(publisher)
         return True
+
+    def _spool_now(self, publisher: Publisher) -> None:
+        """The broker is unreachable: publishes still trying it go to the spool now, not at their timeout."""
+        if publisher._link.ready_channel() is None:
+            for run in self._trying:
+                run.cancel()
