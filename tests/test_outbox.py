@@ -162,3 +162,25 @@ async def test_bad_payload_or_option_raises_inside_the_transaction(pg_dsn: str) 
     finally:
         await connection.close()
         await outbox.close()
+
+
+async def test_claimed_rows_are_invisible_to_other_relays_until_settled(pg_dsn: str) -> None:
+    """Two relays' claims never share a row (SKIP LOCKED); an aborted claim's rows go to the next, settled never."""
+    from aiopublish.outbox._rows import Verdicts
+
+    first_outbox, second_outbox = Outbox(pg_dsn, table=(table := unique_table())), Outbox(pg_dsn, table=table)
+    try:
+        ids = [await first_outbox.add(n) for n in range(30)]
+        first = await first_outbox._store.claim(10)
+        second = await second_outbox._store.claim(10)
+        held = [row.message.message_id for row in first.rows]
+        assert held == ids[:10]
+        assert [row.message.message_id for row in second.rows] == ids[10:20]
+        await first.abort()  # a relay that died: its rows are free again
+        await second.settle(Verdicts([row.id for row in second.rows], {}, []), 5, False)
+        third = await second_outbox._store.claim(30)
+        assert [row.message.message_id for row in third.rows] == ids[:10] + ids[20:]
+        await third.abort()
+    finally:
+        await first_outbox.close()
+        await second_outbox.close()

@@ -87,7 +87,7 @@ async def test_one_relay_per_sqlite_file(tmp_path: Path, broker: Broker, amqp_ur
 
 
 def test_bad_dsn_and_options_are_refused() -> None:
-    """A DSN of another kind, a bad table name or an option the relay decides raise before anything is opened."""
+    """A DSN of another kind, a bad table name, an option the relay decides, a connection for SQLite: refused first."""
     with pytest.raises(ValueError, match="must start with postgresql:// or sqlite:///"):
         Outbox("mysql://db/x")
     with pytest.raises(ValueError, match="sqlite:///relative/path"):
@@ -98,6 +98,13 @@ def test_bad_dsn_and_options_are_refused() -> None:
         Outbox("sqlite:///x.db", retry_policy={"max_retries": 1})
     with pytest.raises(ValueError, match="delivery_mode"):
         Outbox("sqlite:///x.db", delivery_mode=3)
+
+    async def add_with_a_connection() -> None:
+        connection = type("AsyncSession", (), {"__module__": "sqlalchemy.ext.asyncio.session"})()
+        await Outbox("sqlite:///x.db").add("x", connection=connection)
+
+    with pytest.raises(TypeError, match="SQLite outbox writes and commits each message itself"):
+        asyncio.run(add_with_a_connection())
     with pytest.raises(TypeError, match=r"spool must be an aiopublish\.outbox\.Outbox"):
         Publisher("amqp://localhost/", spool="sqlite:///x.db")  # type: ignore[arg-type]
 
@@ -143,3 +150,45 @@ async def test_a_broker_refusal_is_raised_not_spooled(tmp_path: Path, broker: Br
             await publisher.publish("x", exchange=broker.name("missing"))
         assert publisher._spool is not None
         assert (await publisher._spool.outbox.stats()).pending == 0
+
+
+def test_only_the_brokers_refusal_of_a_message_counts_an_attempt() -> None:
+    """Returned, nacked, channel errors and wire errors count an attempt; connection trouble, timeouts,
+    a closed publisher or a refused login leave the row for later."""
+    from aiopublish import (
+        AuthenticationError,
+        ConnectionFailed,
+        NotFound,
+        PublisherClosed,
+        PublishResult,
+        PublishTimeout,
+        UndeliverableMessage,
+    )
+    from aiopublish._blame import Bystander
+    from aiopublish._options import Prepared
+    from aiopublish.outbox._rows import Row, Verdicts
+
+    returned = UndeliverableMessage("returned", exchange="", routing_key="k", message_id="m")
+    outcomes: list[tuple[str, BaseException | None, str]] = [
+        ("confirmed", None, "done"),
+        ("returned", returned, "refused"),
+        ("nacked", UndeliverableMessage("nacked", exchange="", routing_key="k", message_id="m"), "refused"),
+        ("failed", NotFound(404, "NOT_FOUND - no exchange 'x'"), "refused"),
+        ("failed", ValueError("larger than frame_max"), "refused"),
+        ("failed", ConnectionFailed("connection reset"), "later"),
+        ("failed", Bystander("another publish's channel error"), "later"),
+        ("failed", PublishTimeout("did not complete within 5 s"), "later"),
+        ("failed", PublisherClosed("closed"), "later"),
+        ("failed", AuthenticationError("login refused"), "later"),
+    ]
+    message = Prepared("", "k", False, "m", None, b"", b"")
+    rows = [Row(n, message, 0, 0.0) for n in range(len(outcomes))]
+    results = [PublishResult(n, "m", status, error) for n, (status, error, _) in enumerate(outcomes)]  # type: ignore[arg-type]
+    verdicts = Verdicts.of(rows, results)
+    got = (
+        {n: "done" for n in verdicts.done}
+        | {n: "refused" for n in verdicts.refused}
+        | {n: "later" for n in verdicts.later}
+    )
+    assert [got[n] for n in range(len(outcomes))] == [expected for _, _, expected in outcomes]
+    assert verdicts.refused[3] == "NotFound: 404 NOT_FOUND - no exchange 'x'"

@@ -91,15 +91,17 @@ class Outbox:
     async def add(self, payload: Any, *, connection: Any = None, **publish_options: Any) -> str:
         """Write one message into the outbox; return its message id.
 
-        With `connection` (an asyncpg connection in a transaction, or an SQLAlchemy
-        AsyncConnection/AsyncSession), the row is written in the caller's transaction:
-        published if and only if the caller commits. Without it, the outbox writes and
-        commits the row itself. The message is encoded now with the outbox's defaults and
+        With `connection` (PostgreSQL: an asyncpg connection in a transaction, or an
+        SQLAlchemy AsyncConnection/AsyncSession), the row is written in the caller's
+        transaction: published if and only if the caller commits. Without it (always on
+        SQLite), the outbox writes and commits the row itself. The message is encoded now with the outbox's defaults and
         `publish_options` (the keywords of publish(), but not timeout, retry, retry_policy,
         declare, use_confirms: the relay's publisher decides those); a bad payload or option
         raises TypeError/ValueError/SerializationError here, and nothing is written.
         """
         kind = None if connection is None else connection_kind(connection)
+        if kind is not None and self.kind == "sqlite":
+            raise TypeError("a SQLite outbox writes and commits each message itself: call add() without connection")
         message = self.encode(payload, publish_options)
         await self.setup()
         if kind is None:

@@ -172,6 +172,9 @@ class Relay:
         async with store.relay_lock():
             await store.wait(0)  # LISTEN before the first look: no commit after it goes unnoticed
             while not self._stopping.is_set():
+                if self.publisher.is_closed:
+                    log.warning("outbox relay: its publisher is closed; the relay stops")
+                    return
                 try:
                     await self.outbox.setup()
                     published = await self._one_batch()

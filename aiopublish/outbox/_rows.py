@@ -72,18 +72,25 @@ class Verdicts:
 
     @classmethod
     def of(cls, rows: Sequence[Row], results: Sequence[PublishResult]) -> Verdicts:
-        from .._exceptions import PublishTimeout, is_retriable
+        """Sort a batch's results: only the broker's refusal of the message itself counts an attempt.
+
+        Refused: returned, nacked, a channel error blamed on the message (NotFound,
+        PreconditionFailed, AccessRefused), or a message that cannot go on this broker's wire
+        (TypeError/ValueError, e.g. larger than frame_max). Anything else (the connection lost or
+        refused, a timeout, a closed publisher, a refused login) is the relay's trouble, not the
+        message's: the row waits for the next batch with its attempts unchanged.
+        """
+        from .._exceptions import ChannelError
 
         verdicts = cls([], {}, [])
         for row, result in zip(rows, results, strict=True):
             error = result.error
             if error is None:
                 verdicts.done.append(row.id)
-            elif result.status == "failed" and (is_retriable(error) or isinstance(error, PublishTimeout)):
-                # The connection went away (or stayed away for the whole timeout): not the message's fault.
-                verdicts.later.append(row.id)
-            else:
+            elif result.status in ("returned", "nacked") or isinstance(error, (ChannelError, TypeError, ValueError)):
                 verdicts.refused[row.id] = f"{type(error).__name__}: {error}"
+            else:
+                verdicts.later.append(row.id)
         return verdicts
 
 

@@ -95,8 +95,6 @@ class SqliteStore:
         await self._run(lambda: self._connection().executescript(schema(self.table)))
 
     def caller_insert(self, style: str) -> str:
-        if style != "named":
-            raise TypeError("a SQLite outbox takes connection=None or an SQLAlchemy AsyncConnection/AsyncSession")
         return f"INSERT INTO {self.table} ({', '.join(COLUMNS)}) VALUES ({', '.join(f':{name}' for name in COLUMNS)})"
 
     async def insert(self, messages: Sequence[Prepared]) -> None:
