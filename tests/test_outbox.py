@@ -184,3 +184,26 @@ async def test_claimed_rows_are_invisible_to_other_relays_until_settled(pg_dsn: 
     finally:
         await first_outbox.close()
         await second_outbox.close()
+
+
+async def test_keep_done_keeps_confirmed_rows_then_deletes_them(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
+    """keep_done=3600 leaves confirmed rows as 'done'; keep_done=0 deletes them when the relay is idle."""
+    queue = await broker.queue()
+    outbox = Outbox(pg_dsn, table=(table := unique_table()), routing_key=queue)
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        for _ in range(3):
+            await outbox.add("x")
+        async with Publisher(amqp_url) as publisher:
+            async with outbox.relay(publisher, keep_done=3600) as relay:
+                await relay.wait_idle()
+            states = await connection.fetch(f"SELECT state, done_at IS NOT NULL AS done FROM {table}")
+            assert [(r["state"], r["done"]) for r in states] == [("done", True)] * 3
+            assert (await outbox.stats()).pending == 0
+            async with outbox.relay(publisher, keep_done=0) as relay:
+                await relay.wait_idle()
+        assert await connection.fetchval(f"SELECT count(*) FROM {table}") == 0
+        assert len(await broker.get_all(queue)) == 3
+    finally:
+        await connection.close()
+        await outbox.close()

@@ -2,13 +2,13 @@
 
 A loop of batches: claim up to `batch_size` pending rows in insertion order, publish
 them all at once through the publisher's batch engine (many confirms in flight, the
-retry policy for lost connections, the same bytes and message id every attempt),
-(a row the broker refused before goes alone, ahead of the rest),
-then settles them: confirmed rows are deleted (or kept `keep_done` seconds), rows
-the broker refused count an attempt and after `max_attempts` are moved aside as
-failed, rows whose connection died stay pending for the next batch. When the outbox
-is empty the relay sleeps until an add() wakes it (LISTEN/NOTIFY on PostgreSQL, the
-same process on SQLite) or `poll_interval` passes.
+retry policy for lost connections, the same bytes and message id every attempt; a
+row the broker refused before goes alone, ahead of the rest), then settle them:
+confirmed rows are deleted (or kept `keep_done` seconds), rows the broker refused
+count an attempt and after `max_attempts` are moved aside as failed, rows whose
+connection died stay pending for the next batch. When the outbox is empty the relay
+deletes the done rows older than `keep_done`, then sleeps until an add() wakes it
+(LISTEN/NOTIFY on PostgreSQL, the same process on SQLite) or `poll_interval` passes.
 
 A crash between the publish and the settle publishes those rows again: at least
 once, duplicates carrying the same message id, at most one batch per crash.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -37,8 +38,8 @@ __all__ = ["Relay", "RelayMetrics"]
 
 log = logging.getLogger("aiopublish.outbox")
 
-# How often (in batches) done rows older than keep_done are purged.
-_PURGE_EVERY = 50
+# Done rows older than keep_done are deleted when the relay finds the outbox empty, at most this often (seconds).
+_PURGE_INTERVAL = 60.0
 
 
 @dataclass(slots=True)
@@ -101,6 +102,7 @@ class Relay:
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._purged_at = -math.inf
         #: Whether the relay's last look found rows pending (False before its first look).
         self.has_work = False
 
@@ -187,10 +189,20 @@ class Relay:
                     await self._pause(self.poll_interval)
                     continue
                 if published is None:
+                    await self._purge()
                     self._idle.set()
                     await store.wait(self.poll_interval)
                 elif not published:
                     await self._pause(self.retry_wait)
+
+    async def _purge(self) -> None:
+        """Delete done rows older than keep_done (when kept at all), at most every _PURGE_INTERVAL seconds."""
+        if self.keep_done is None:
+            return
+        now = time.monotonic()
+        if now - self._purged_at >= min(_PURGE_INTERVAL, self.keep_done):
+            self._purged_at = now
+            await self.outbox._store.purge_done(self.keep_done)
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -213,8 +225,6 @@ class Relay:
                 await batch.abort()
             raise
         self._count(batch.rows[0].created_at, verdicts, failed)
-        if self.keep_done is not None and self._metrics.batches % _PURGE_EVERY == 0:
-            await self.outbox._store.purge_done(self.keep_done)
         return bool(verdicts.done or verdicts.refused)
 
     async def _publish(self, rows: list[Row]) -> list[PublishResult]:
