@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from ssl import SSLContext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack
@@ -265,7 +266,7 @@ class Publisher:
                     warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
                 if self._spool is None:
                     await self._run(message, options, deadline)
-                elif await self._spool.publish(self, message, options, deadline):
+                elif await self._spool.publish(self, message, options, deadline, partial(self._run, message, options)):
                     result = PublishResult(0, message.message_id, "spooled")
                     span.finish(None, result.status)
                     return result

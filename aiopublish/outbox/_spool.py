@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .._exceptions import ConnectionFailed, PublishTimeout, is_retriable
@@ -106,8 +107,18 @@ class Spool:
             self.relay.has_work = True
         await self.outbox.add_prepared([message])
 
-    async def publish(self, publisher: Publisher, message: Prepared, options: Options, deadline: float | None) -> bool:
-        """Publish `message` or spool it; True when it was spooled. Raises what publish() raises otherwise."""
+    async def publish(
+        self,
+        publisher: Publisher,
+        message: Prepared,
+        options: Options,
+        deadline: float | None,
+        run: Callable[[float | None], Awaitable[None]],
+    ) -> bool:
+        """Publish `message` with `run(deadline)` (publish()'s attempts) or spool it; True when it was spooled.
+
+        Raises what publish() raises otherwise.
+        """
         self.start(publisher)
         if self.has_backlog:
             await self.keep(message)
@@ -115,17 +126,17 @@ class Spool:
         run_deadline = deadline
         if deadline is not None and options.timeout is not None:
             run_deadline = deadline - min(_SPOOL_MARGIN, options.timeout * _SPOOL_SHARE)
-        run = asyncio.ensure_future(publisher._run(message, options, run_deadline))
-        self._trying.add(run)
+        attempts = asyncio.ensure_future(run(run_deadline))
+        self._trying.add(attempts)
         try:
-            await asyncio.wait([run])
+            await asyncio.wait([attempts])
         except asyncio.CancelledError:
-            run.cancel()
+            attempts.cancel()
             raise
         finally:
-            self._trying.discard(run)
-        if not run.cancelled():  # cancelled: another publish found the broker unreachable (see _spool_now)
-            exc = run.exception()
+            self._trying.discard(attempts)
+        if not attempts.cancelled():  # cancelled: another publish found the broker unreachable (see _spool_now)
+            exc = attempts.exception()
             if exc is None:
                 return False
             if not unreachable(exc, publisher):
