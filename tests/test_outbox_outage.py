@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from aiopublish import Publisher
+from aiopublish import Publisher, PublishTimeout
 from aiopublish.outbox import Outbox
 from tests.broker import Broker
 from tests.faults.rabbit_node import RabbitNode
@@ -22,9 +23,10 @@ OUTAGE = 30.0
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_broker_outage_loses_nothing_and_never_blocks_the_application(
-    pg_dsn: str, rabbit_node: RabbitNode
+    pg_dsn: str, private_rabbit: RabbitNode
 ) -> None:
     """Node stopped 30 s mid-stream: every committed message arrives after; no transaction waited on the broker."""
+    rabbit_node = private_rabbit
     broker = Broker(rabbit_node.url())
     queue = await broker.queue()
     outbox = Outbox(pg_dsn, table=unique_table(), routing_key=queue)
@@ -78,4 +80,24 @@ async def test_broker_outage_loses_nothing_and_never_blocks_the_application(
         await pool.execute("DROP TABLE outage_orders")
         await pool.close()
         await outbox.close()
+        await broker.cleanup()
+
+
+@pytest.mark.slow
+async def test_a_blocked_broker_is_not_spooled(tmp_path: Path, private_rabbit: RabbitNode) -> None:
+    """A broker blocking publishers (memory alarm) is reachable: the publish raises PublishTimeout, nothing spooled."""
+    broker = Broker(private_rabbit.url())
+    queue = await broker.queue()
+    spool = Outbox(f"sqlite:///{tmp_path}/spool.db")
+    publisher = Publisher(private_rabbit.url(), spool=spool, routing_key=queue, timeout=1.5)
+    try:
+        await publisher.connect()
+        await private_rabbit.set_memory_alarm(True)
+        with pytest.raises(PublishTimeout, match="blocking publishers"):
+            await publisher.publish("held back")
+        assert (await spool.stats()).pending == 0
+        await private_rabbit.set_memory_alarm(False)
+        assert (await publisher.publish("through")).status == "confirmed"
+    finally:
+        await publisher.close()
         await broker.cleanup()
