@@ -128,11 +128,15 @@ class PostgresStore:
         return self._pool
 
     async def setup(self) -> None:
-        pool = await self._connections()
-        async with pool.acquire() as connection, connection.transaction():
-            # CREATE ... IF NOT EXISTS races with itself across processes: take turns.
-            await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
-            await connection.execute(schema(self.table))
+        # A connection of its own, closed after: a process that only add()s holds no pool.
+        connection = await _asyncpg().connect(self.dsn)
+        try:
+            async with connection.transaction():
+                # CREATE ... IF NOT EXISTS races with itself across processes: take turns.
+                await connection.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self.table)
+                await connection.execute(schema(self.table))
+        finally:
+            await connection.close()
 
     def caller_insert(self, style: str) -> str:
         columns = ", ".join(COLUMNS)

@@ -71,7 +71,7 @@ class SqliteStore:
     def __init__(self, path: str, table: str) -> None:
         self.path = path
         self.table = table
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiopublish-outbox")
+        self._thread: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._woken = asyncio.Event()
         # Group commit: messages waiting for the next transaction, with their adders' futures.
@@ -79,6 +79,8 @@ class SqliteStore:
         self._flusher: asyncio.Task[None] | None = None
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:  # one thread, so one statement at a time on the one connection
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aiopublish-outbox")
         return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
 
     def _connection(self) -> sqlite3.Connection:
@@ -248,7 +250,9 @@ class SqliteStore:
         db, self._db = self._db, None
         if db is not None:
             await self._run(db.close)
-        self._thread.shutdown(wait=False)
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.shutdown(wait=False)
 
 
 @contextlib.contextmanager
