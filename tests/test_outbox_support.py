@@ -19,7 +19,13 @@ def _admin(statement: str) -> None:
     import asyncpg
 
     async def run() -> None:
-        connection = await asyncpg.connect(PG_ADMIN_DSN)
+        try:
+            connection = await asyncpg.connect(PG_ADMIN_DSN)
+        except OSError as exc:
+            pytest.fail(
+                f"the outbox tests need PostgreSQL at {PG_ADMIN_DSN} ({exc}); start it (.ci/run does) "
+                "or set AIOPUBLISH_TEST_PG"
+            )
         try:
             await connection.execute(statement)
         finally:
