@@ -207,3 +207,28 @@ async def test_keep_done_keeps_confirmed_rows_then_deletes_them(pg_dsn: str, bro
     finally:
         await connection.close()
         await outbox.close()
+
+
+async def test_relay_survives_its_database_connections_being_killed(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
+    """The relay's pool and LISTEN connections terminated by the server: it reconnects and relays what comes next."""
+    queue = await broker.queue()
+    outbox = Outbox(pg_dsn, table=unique_table(), routing_key=queue)
+    admin = await asyncpg.connect(pg_dsn)
+    try:
+        async with Publisher(amqp_url) as publisher, outbox.relay(publisher, poll_interval=0.2) as relay:
+            before = [await outbox.add(n) for n in range(10)]
+            await relay.wait_idle()
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            assert killed >= 2  # the relay's pooled connection and its listener
+            after = [await outbox.add(n) for n in range(5)]  # on the outbox's own pool, killed too
+            async with admin.transaction():  # the application's own connection, which was spared
+                after += [await outbox.add(n, connection=admin) for n in range(5)]
+            async with asyncio.timeout(30):
+                await relay.wait_idle()
+        assert await message_ids(broker, queue) == dict.fromkeys(before + after, 1)
+    finally:
+        await admin.close()
+        await outbox.close()

@@ -61,6 +61,17 @@ def _asyncpg() -> Any:
     return asyncpg
 
 
+def _connection_errors(asyncpg: Any) -> tuple[type[BaseException], ...]:
+    """What asyncpg raises for a connection the server closed (an idle pooled one included)."""
+    return (
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        asyncpg.exceptions.PostgresConnectionError,
+        asyncpg.AdminShutdownError,
+        OSError,
+    )
+
+
 class _PostgresBatch:
     def __init__(self, connection: asyncpg.Connection, release: Any, transaction: Any, rows: list[Row], table: str):
         self.rows = rows
@@ -153,8 +164,18 @@ class PostgresStore:
     async def insert(self, messages: Sequence[Prepared]) -> None:
         pool = await self._connections()
         statement = self.caller_insert("asyncpg")
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.executemany(statement, [row_values(message) for message in messages])
+        rows = [row_values(message) for message in messages]
+        asyncpg = _asyncpg()
+        for attempt in (1, 2):
+            try:
+                async with pool.acquire() as connection, connection.transaction():
+                    await connection.executemany(statement, rows)
+                return
+            except _connection_errors(asyncpg):
+                # A pooled connection the server closed meanwhile: nothing was committed, try a fresh one once.
+                if attempt == 2:
+                    raise
+                await pool.expire_connections()
 
     async def claim(self, limit: int) -> _PostgresBatch:
         pool = await self._connections()
