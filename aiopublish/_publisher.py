@@ -25,13 +25,14 @@ from dataclasses import replace
 from datetime import timedelta
 from ssl import SSLContext
 from types import TracebackType
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from . import _tracing
 from ._batch import prepare_batch, publish_prepared
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
 from ._connection import ConnectionParams, mask_url
 from ._declarations import Declarable
+from ._durations import seconds
 from ._exceptions import (
     ConnectionFailed,
     PublisherClosed,
@@ -51,6 +52,9 @@ from ._transports import link_for
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
 
+if TYPE_CHECKING:
+    from .outbox import Outbox
+
 __all__ = ["PublishResult", "Publisher"]
 
 log = logging.getLogger("aiopublish")
@@ -68,14 +72,6 @@ _PER_MESSAGE_OPTIONS = frozenset(
     {"message_id", "correlation_id", "timestamp", "headers", "extra_headers", "declare", "retry_policy"}
 )
 _OVERRIDE_CACHE_SIZE = 256
-
-
-def _check_close_timeout(value: object) -> float:
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ValueError(f"close_timeout must be a finite number of seconds >= 0 or a timedelta, not {value!r}")
-    return float(value)
 
 
 class _State(enum.Enum):
@@ -132,6 +128,7 @@ class Publisher:
         transport_options: Mapping[str, Any] | None = None,
         max_in_flight: int | None = None,
         close_timeout: float | timedelta | None = None,
+        spool: Outbox | None = None,
         **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
@@ -161,7 +158,7 @@ class Publisher:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
             self.max_in_flight = max_in_flight
         if close_timeout is not None:
-            self.close_timeout = _check_close_timeout(close_timeout)
+            self.close_timeout = seconds(close_timeout, "close_timeout")
         self._slots = InFlightLimit(self.max_in_flight)
         self._override_cache: dict[tuple[tuple[str, type, Any], ...], Options] = {}
         self._metrics = Metrics()
@@ -171,6 +168,12 @@ class Publisher:
         self._active = 0  # publish() / publish_many() calls under way
         self._drained: asyncio.Event | None = None  # set when _active drops to 0 during close()
         self._closed: asyncio.Future[None] | None = None  # done once close() has finished
+        # Publishes the broker is unreachable for go there (see aiopublish.outbox._spool).
+        self._spool = None
+        if spool is not None:
+            from .outbox._spool import Spool
+
+            self._spool = Spool(spool)
 
     def _make_link(self) -> LinkLike:
         # Chosen by the URL's scheme, built at first use (so a test's link override still applies).
@@ -203,9 +206,13 @@ class Publisher:
 
         With `retry` on, a broker that does not answer yet is tried again under the retry
         policy, all within the publish `timeout`; a refused login, a TLS failure or a
-        missing vhost fails at once. Raises ConnectionFailed (or that subclass).
+        missing vhost fails at once. Raises ConnectionFailed (or that subclass); with a
+        spool, an unreachable broker is logged instead and publishes go to the spool.
         """
         self._enter(asyncio.get_running_loop())
+        if self._spool is not None:
+            await self._spool.connect(self)  # with a spool, an unreachable broker is not an error
+            return
         options = self._defaults
         last_error: list[BaseException] = []
 
@@ -267,6 +274,8 @@ class Publisher:
                         self._active,
                         self.close_timeout,
                     )
+            if self._spool is not None:
+                await self._spool.stop(max(0.0, deadline - loop.time()))
             await self._link.close(max(0.0, deadline - loop.time()))
         except BaseException:
             self._link.abandon()  # cancelled mid-drain: still release the socket
@@ -368,7 +377,8 @@ class Publisher:
         subclass (NotFound, PreconditionFailed, AccessRefused) for this message's own
         refusal, ConnectionFailed when retries ran out, PublishTimeout when `timeout`
         passed, TypeError/ValueError for bad options and SerializationError for a payload
-        that cannot be encoded; in the last three cases nothing was sent.
+        that cannot be encoded; in the last three cases nothing was sent. With a `spool`, a
+        publish the broker is unreachable for returns status "spooled" instead of raising.
         """
         span = _tracing.NO_SPAN
         try:
@@ -401,7 +411,14 @@ class Publisher:
                     span.set_message(message.message_id, len(message.body))
                     if options.mandatory and not options.use_confirms:
                         warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-                    await self._run(message, options, deadline, span)
+                    if self._spool is None:
+                        await self._run(message, options, deadline, span)
+                    elif await self._spool.publish(
+                        self, message, options, deadline, lambda until: self._run(message, options, until, span)
+                    ):
+                        result = PublishResult(0, message.message_id, "spooled")
+                        span.finish(None, result.status)
+                        return result
                 finally:
                     self._slots.release()
             finally:

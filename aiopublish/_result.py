@@ -11,8 +11,9 @@ __all__ = ["PublishResult", "PublishStatus", "result_of"]
 
 #: confirmed: the broker has it; sent: written with confirms off; returned / nacked: the broker
 #: refused it; failed: `error` says why (the connection died before the confirm, a channel
-#: error, a timeout).
-PublishStatus = Literal["confirmed", "sent", "returned", "nacked", "failed"]
+#: error, a timeout); spooled: the broker could not be reached in time, the message is in the
+#: publisher's spool (durable, published when the broker answers again).
+PublishStatus = Literal["confirmed", "sent", "returned", "nacked", "failed", "spooled"]
 
 
 @dataclass(slots=True)
@@ -32,7 +33,7 @@ class PublishResult:
 
     @property
     def ok(self) -> bool:
-        """True when the message went through (confirmed, or sent with confirms off)."""
+        """True when the message went through (confirmed, or sent with confirms off) or is in the spool."""
         return self.error is None
 
 

@@ -53,6 +53,7 @@ class Subcommand:
 #: The subcommands, in the order `--help` lists them. Adding one is a line here and a module.
 COMMANDS: dict[str, Subcommand] = {
     "publish": Subcommand("aiopublish.cli._publish", "publish one message, or one message per line of JSON"),
+    "relay": Subcommand("aiopublish.outbox._cli", "publish the messages committed to an outbox table"),
 }
 
 _EPILOG = (
