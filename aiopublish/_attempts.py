@@ -1,0 +1,149 @@
+"""One message's way to the broker: attempts under the retry policy, all inside one deadline.
+
+An attempt takes the ready channel (opening one if needed), declares what the call
+names, waits while the broker blocks publishers, writes the message and waits for
+its confirm. Around it:
+
+- a Bystander (the channel closed for another publish's error) is published again
+  at once, up to BYSTANDER_REPUBLISHES times, without spending an attempt;
+- a Suspect (it may have caused that error) is published again alone (Link.probe);
+- anything retriable waits as the retry policy says (with `retry_nacked`, nacks too);
+- the deadline turns into PublishTimeout naming the last error, or the nack itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
+from ._exceptions import ConnectionFailed, PublisherClosed, PublishTimeout, is_nack, is_retriable, is_retriable_or_nack
+from ._link import LinkLike
+from ._metrics import Metrics
+from ._options import Options, Prepared
+from ._tracing import NO_SPAN, NoRecord
+from .retry import DEFAULT_RETRY_POLICY, RetryState
+
+__all__ = ["publish_one", "retry_hook"]
+
+log = logging.getLogger("aiopublish")
+
+
+def retry_hook(
+    metrics: Metrics,
+    mask: Callable[[str], str],
+    what: str,
+    which: object,
+    level: int = logging.WARNING,
+    span: NoRecord = NO_SPAN,
+) -> Callable[[RetryState], None]:
+    """The retry policy's hook: count the retry and log it (attempt, error, wait) with secrets masked."""
+
+    def on_retry(state: RetryState) -> None:
+        metrics.retried += 1
+        error = mask(str(state.exception))
+        log.log(
+            level,
+            "%s %s failed on attempt %d (%s: %s); retrying in %.2f s",
+            what,
+            which,
+            state.attempt,
+            type(state.exception).__name__,
+            error,
+            state.next_wait,
+        )
+        span.retried(state, error)
+
+    return on_retry
+
+
+async def publish_one(
+    link: LinkLike,
+    metrics: Metrics,
+    mask: Callable[[str], str],
+    message: Prepared,
+    options: Options,
+    deadline: float | None,
+    span: NoRecord,
+    close_timeout: float,
+) -> None:
+    """Publish `message` under `options` by `deadline` (loop time); raise what ended it."""
+    last_error: list[BaseException] = []
+
+    async def attempt() -> None:
+        republished = 0
+        while True:
+            try:
+                await _attempt(link, metrics, message, options, span)
+                return
+            except Bystander as exc:
+                # Another publish's error closed the channel: publish again at once, no attempt spent.
+                republished += 1
+                if not options.retry or republished > BYSTANDER_REPUBLISHES:
+                    last_error[:] = [exc]
+                    raise
+            except Exception as exc:
+                last_error[:] = [exc]
+                raise
+
+    try:
+        async with asyncio.timeout_at(deadline) as timer:
+            if options.retry:
+                policy = options.retry_policy or DEFAULT_RETRY_POLICY
+                retry = is_retriable_or_nack if options.retry_nacked else is_retriable
+                on_retry = retry_hook(metrics, mask, "publish of message", message.message_id, span=span)
+                await policy.run(attempt, retry=retry, on_retry=on_retry)
+            else:
+                await attempt()
+    except TimeoutError:
+        if not timer.expired():
+            raise
+        if deadline is not None and options.timeout is not None:
+            link.check_alive(deadline - options.timeout)
+        if last_error and is_nack(last_error[0]):
+            raise last_error[0] from None  # retry_nacked: the broker kept refusing it until the deadline
+        raise _timeout_error(link, message, options, last_error) from (last_error[0] if last_error else None)
+    except PublisherClosed:
+        # Called before close(), still unconfirmed when close_timeout ran out.
+        raise ConnectionFailed(
+            f"the publisher closed (close_timeout {close_timeout} s passed) "
+            f"before message {message.message_id} was confirmed"
+        ) from None
+
+
+def _timeout_error(
+    link: LinkLike, message: Prepared, options: Options, last_error: list[BaseException]
+) -> PublishTimeout:
+    text = f"publish of message {message.message_id} did not complete within {options.timeout} s"
+    if link.is_blocked:
+        text += f": the broker is blocking publishers ({link.blocked_reason})"
+    elif last_error:
+        text += f"; last error: {last_error[0]}"
+    return PublishTimeout(text)
+
+
+async def _attempt(link: LinkLike, metrics: Metrics, message: Prepared, options: Options, span: NoRecord) -> None:
+    channel = link.ready_channel() or await link.channel()
+    if options.call_declare:
+        await link.ensure_declared(channel, options.call_declare)
+    if link.is_blocked:
+        await link.wait_unblocked()
+    await channel.wait_writable()
+    future = channel.send(message, track=options.use_confirms)
+    metrics.published += 1
+    if span is not NO_SPAN:
+        span.sent(link, channel)
+    if future is None:
+        return
+    try:
+        await future
+    except asyncio.CancelledError:
+        # Cancelled or timed out while waiting: leave no record behind for a late confirm.
+        channel.forget(future)
+        raise
+    except Suspect:
+        # Another publish's channel error may be this one's: publish it again alone to know.
+        metrics.published += 1
+        await link.probe(message)
+    metrics.confirmed += 1
