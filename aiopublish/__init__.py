@@ -1,12 +1,12 @@
 """aiopublish: an asyncio publisher for RabbitMQ, modelled on nameko's, with confirms on by default."""
 
-from ._blame import ChannelInterrupted
 from ._declarations import Binding, Exchange, Queue
 from ._exceptions import (
     AccessRefused,
     AiopublishError,
     AuthenticationError,
     ChannelError,
+    ChannelInterrupted,
     ConnectionFailed,
     NotFound,
     PreconditionFailed,

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ._exceptions import AccessRefused, ChannelError, ConnectionFailed, NotFound, PreconditionFailed
+from ._exceptions import AccessRefused, ChannelError, ChannelInterrupted, NotFound, PreconditionFailed
 from ._options import Prepared
 
 __all__ = [
@@ -39,10 +39,6 @@ __all__ = [
     "describe",
     "facts_of",
 ]
-
-
-class ChannelInterrupted(ConnectionFailed):
-    """The channel closed before this message was confirmed; the broker may or may not have it (retriable)."""
 
 
 #: How often a bystander is published again at once, before the retry policy's waits apply.

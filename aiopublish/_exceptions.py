@@ -7,6 +7,7 @@ AiopublishError                      base of everything raised here
 │   ├── NotFound                     404
 │   └── PreconditionFailed           406
 ├── ConnectionFailed                 could not connect, or the connection died (retried)
+│   ├── ChannelInterrupted           the channel closed before this message's confirm (retried)
 │   ├── AuthenticationError          the broker refused the login or the vhost's access (never retried)
 │   ├── TLSError                     TLS handshake or certificate verification failed (never retried)
 │   └── VhostNotFound                the URL's vhost does not exist, or was deleted (never retried)
@@ -30,6 +31,7 @@ __all__ = [
     "AiopublishError",
     "AuthenticationError",
     "ChannelError",
+    "ChannelInterrupted",
     "ConnectionFailed",
     "NotFound",
     "PreconditionFailed",
@@ -96,6 +98,10 @@ class PreconditionFailed(ChannelError):
 
 class ConnectionFailed(AiopublishError, ConnectionError):
     """The broker could not be reached or the connection died; the outcome of an unconfirmed publish is unknown."""
+
+
+class ChannelInterrupted(ConnectionFailed):
+    """The channel closed before this message was confirmed; the broker may or may not have it (retriable)."""
 
 
 class AuthenticationError(ConnectionFailed):
