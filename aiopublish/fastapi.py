@@ -33,11 +33,11 @@ from typing import Annotated, Any
 try:
     from fastapi import Depends, HTTPException, Request
     from starlette.applications import Starlette
-except ImportError as exc:  # pragma: no cover - depends on the environment
+except ImportError as _missing:  # pragma: no cover - depends on the environment
     # aiopublish is installed from a clone (it is not on a package index): the extra is ".[fastapi]" there.
     raise ImportError(
-        f'aiopublish.fastapi needs FastAPI 0.118+: in your aiopublish clone, pip install ".[fastapi]" ({exc})'
-    ) from exc
+        f'aiopublish.fastapi needs FastAPI 0.118+: in your aiopublish clone, pip install ".[fastapi]" ({_missing})'
+    ) from _missing
 
 from ._publisher import Publisher
 
@@ -50,7 +50,7 @@ __all__ = [
     "publisher_state",
 ]
 
-log = logging.getLogger("aiopublish")
+log: logging.Logger = logging.getLogger("aiopublish")
 
 DEFAULT_STATE_KEY = "publisher"
 _REGISTRY = "aiopublish_publishers"
@@ -62,9 +62,9 @@ class PublisherState:
     def __init__(self, publisher: Publisher) -> None:
         self.publisher = publisher
         #: Requests that hold the publisher now, their background tasks included.
-        self.in_use = 0
+        self.in_use: int = 0
         #: True once shutdown began: new requests for the publisher get 503.
-        self.draining = False
+        self.draining: bool = False
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -208,7 +208,7 @@ def publisher_dependency(state_key: str = DEFAULT_STATE_KEY) -> Callable[[Reques
 
 
 #: The dependency for the default publisher: `publisher: Publisher = Depends(get_publisher)`.
-get_publisher = publisher_dependency()
+get_publisher: Callable[[Request], AsyncIterator[Publisher]] = publisher_dependency()
 
 #: A route parameter annotated with this receives the app's Publisher.
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]

@@ -89,11 +89,11 @@ class Relay:
     ) -> None:
         self.outbox = outbox
         self.publisher = publisher
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.max_attempts = _positive_int("max_attempts", max_attempts)
-        self.poll_interval = seconds(poll_interval, "poll_interval")
-        self.retry_wait = seconds(retry_wait, "retry_wait")
-        self.keep_done = None if keep_done is None else seconds(keep_done, "keep_done")
+        self.batch_size: int = _positive_int("batch_size", batch_size)
+        self.max_attempts: int = _positive_int("max_attempts", max_attempts)
+        self.poll_interval: float = seconds(poll_interval, "poll_interval")
+        self.retry_wait: float = seconds(retry_wait, "retry_wait")
+        self.keep_done: float | None = None if keep_done is None else seconds(keep_done, "keep_done")
         overrides: dict[str, object] = {"use_confirms": True}  # a row is done only once the broker has it
         if timeout is not None:
             overrides["timeout"] = timeout
@@ -104,7 +104,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         self._purged_at = -math.inf
         #: Whether the relay's last look found rows pending (False before its first look).
-        self.has_work = False
+        self.has_work: bool = False
 
     @property
     def metrics(self) -> RelayMetrics:
