@@ -84,8 +84,8 @@ class FakeBroker(asyncio.Protocol):
     batches its confirms, which follows its fsyncs and the machine's load: one run in
     three came out 0.6-2.5% off on a busy machine. This peer answers the handshake and
     acknowledges, after each read, every publish read so far with one `multiple` ack.
-    Client and peer share one thread and talk over loopback, so every run sees the same
-    sequence of events and executes the same instructions. The peer's own share is
+    Client and peer share one thread and talk over a Unix socket, so every run sees the
+    same sequence of events and executes the same instructions. The peer's own share is
     counted too (parsing three frame headers per message: a small, fixed part).
     """
 
@@ -175,13 +175,23 @@ async def workload(mode: str, url: str, queue: str, n: int) -> int:
     if url != "fake":
         return await publish(mode, url, queue, n)
     fake = FakeBroker()
-    server = await asyncio.get_running_loop().create_server(lambda: fake, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        confirmed = await publish(mode, f"amqp://guest:guest@127.0.0.1:{port}/", queue, n)
-    finally:
-        server.close()
-        await server.wait_closed()
+    with tempfile.TemporaryDirectory(prefix="aiopublish-fake-broker-") as tmp:
+        path = str(Path(tmp) / "socket")
+        server = await asyncio.get_running_loop().create_unix_server(lambda: fake, path)
+
+        # aiormq connects with asyncio.open_connection(host=..., port=...): redirect that to the
+        # Unix socket. Bytes sent on a Unix socket are readable by the peer when send() returns;
+        # on loopback TCP the kernel may deliver them a little later when the machine is busy,
+        # which changes how many confirms each read finds.
+        async def open_unix(host: Any = None, port: Any = None, *, ssl: Any = None, **kwargs: Any) -> Any:
+            return await asyncio.open_unix_connection(path, **kwargs)
+
+        asyncio.open_connection = open_unix  # type: ignore[assignment]
+        try:
+            confirmed = await publish(mode, "amqp://guest:guest@127.0.0.1:5672/", queue, n)
+        finally:
+            server.close()
+            await server.wait_closed()
     if fake.published != n:
         raise RuntimeError(f"the fake broker saw {fake.published} publishes, expected {n}")
     return confirmed
