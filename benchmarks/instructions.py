@@ -389,9 +389,10 @@ def check(results: dict[str, Json], baseline: Json, tolerance: float, env: Json)
         for line in regressions:
             log(f"REGRESSION {line}: more than {tolerance:.0%} above the baseline.")
         log(
-            "The client now executes more instructions per message. Find out why (cProfile, or "
-            "callgrind_annotate on a --keep run); if the cost is deliberate, refresh the baseline "
-            "with `python benchmarks/instructions.py --update` and say why in the commit."
+            "The client now executes more instructions per message. Find out why (e.g. `python -m cProfile "
+            "benchmarks/instructions.py --worker publish-512 --n 3000 --queue q --url fake`); if the cost "
+            "is deliberate, refresh the baseline with `python benchmarks/instructions.py --update` and say "
+            "why in the commit."
         )
         return 1
     return 0
