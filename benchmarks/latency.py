@@ -224,7 +224,7 @@ def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namesp
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     fig, (lat_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     for client in clients:
@@ -254,6 +254,7 @@ def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namesp
     for axis in (lat_ax, rate_ax):
         axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
     rate_ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:,.0f}"))
+    rate_ax.xaxis.set_major_locator(MaxNLocator(4))
     rabbit = meta.get("rabbitmq", {})
     fig.suptitle(
         f"open loop, {args.duration:g} s per rate, persistent ~150-B JSON messages, confirms, one durable queue",
