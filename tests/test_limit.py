@@ -13,7 +13,8 @@ import pytest
 
 from aiopublish import Publisher, PublishTimeout
 from aiopublish._limit import _SLACK, InFlightLimit
-from tests.broker import Broker
+from tests.broker import Broker, until
+from tests.faults.proxy import TcpProxy
 
 HOUR = 3600.0
 
@@ -278,3 +279,36 @@ async def test_steady_publishing_past_the_limit_for_60s_keeps_the_heap_at_what_w
         assert heap <= 2 * waiting + _SLACK, (waiting, heap)
         assert line <= 2 * waiting + _SLACK, (waiting, line)
     assert await broker.depth(queue) == 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="outside _limit.py: Link.check_stalled logs and aborts once per timed-out publish, and "
+    "ConfirmChannel.forget scans every pending record (1.7-2.4 s here)",
+)
+async def test_40000_publishes_timing_out_on_a_silent_network_do_not_stall_the_loop(
+    broker: Broker, tcp_proxy: TcpProxy
+) -> None:
+    """40,000 written publishes timing out together on a silent network: no 0.2 s loop turn (GC paused)."""
+    queue = await broker.queue()
+    publisher = Publisher(tcp_proxy.url(), routing_key=queue, max_in_flight=50_000, timeout=8.0)
+    ticker = Ticker()
+    try:
+        await publisher.connect()
+        tcp_proxy.go_silent(True)
+        tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
+        await until(lambda: publisher.in_flight == 40_000)
+        ticker.start()
+        await asyncio.sleep(0.2)
+        baseline = await ticker.stop()
+        with no_gc():
+            ticker.start()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            stall = await ticker.stop()
+    finally:
+        tcp_proxy.go_silent(False)
+        await publisher.close()
+    print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 timeouts in flight, {baseline * 1e3:.1f} ms idle")
+    assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
+    assert stall < 0.2 + baseline
