@@ -108,6 +108,8 @@ class InFlightLimit:
 
     def abandon(self, waiter: asyncio.Future[None]) -> None:
         """The waiter was cancelled: if the slot had just been handed to it, pass the slot on."""
+        if not waiter.done():
+            waiter.cancel()  # its caller stopped waiting without cancelling it: no slot may go to it
         if waiter.cancelled():
             # Still in the line and the heap: counted dead now, dropped by a later pop or rebuild.
             self._live -= 1

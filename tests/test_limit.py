@@ -312,3 +312,18 @@ async def test_40000_publishes_timing_out_on_a_silent_network_do_not_stall_the_l
     print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 timeouts in flight, {baseline * 1e3:.1f} ms idle")
     assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
     assert stall < 0.2 + baseline
+
+
+async def test_abandoning_a_pending_waiter_gives_it_no_slot() -> None:
+    """abandon() on a waiter still pending drops it: the next release goes to the waiter behind it."""
+    limit = InFlightLimit(1)
+    assert limit.try_acquire()
+    first = limit.reserve(None)
+    second = limit.reserve(None)
+    assert first is not None and second is not None
+    limit.abandon(first)
+    assert first.cancelled()
+    assert limit.waiting == 1
+    limit.release()
+    assert second.done() and second.exception() is None
+    assert limit.used == 1
