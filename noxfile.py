@@ -80,3 +80,14 @@ def bench(session: nox.Session) -> None:
     """The side-by-side benchmark (benchmarks/bench.py); `-- --smoke` for the quick CI run."""
     session.install("-e", ".[speed]", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def instructions(session: nox.Session) -> None:
+    """Client instructions per message under callgrind against the committed baseline; `-- --update` refreshes it.
+
+    Needs valgrind. The counts depend on the library versions, so they are pinned here to those
+    the baseline was taken with (benchmarks/instructions-baseline.json records them).
+    """
+    session.install("-e", ".", "aiormq==7.2.4", "pamqp==4.0.1", "yarl==1.25.1", "orjson==3.13.0")
+    session.run("python", "benchmarks/instructions.py", *(session.posargs or ["--check"]))

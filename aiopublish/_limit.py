@@ -8,32 +8,66 @@ Waiting for a slot is bounded by each waiter's deadline without a timer per
 waiter: one timer is armed for the earliest deadline (a heap), so a hundred
 thousand queued publishes cost a future and a heap entry each, not a timeout
 object and a timer handle.
+
+Memory follows what waits, not how long deadlines are. A waiter that gets its
+slot, times out or is cancelled leaves its entries behind (removing an entry from
+the middle of a heap or a deque costs O(n)); the limit counts the live waiters
+and rebuilds both structures, keeping only the live, once the dead outnumber
+them. Each rebuild is paid for by as many deaths as it scans, so a waiter costs
+O(log n) amortised and a one-hour timeout holds no more memory than a 30 s one.
+
+Deadlines that pass together are expired in one pass over the heap's top
+(O(k log n) for k of them): 40,000 at once take a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
+import itertools
+import math
 from collections import deque
 
 __all__ = ["InFlightLimit"]
+
+# Dead entries tolerated beyond the live count before a rebuild: keeps small queues from rebuilding often.
+_SLACK = 32
 
 
 class InFlightLimit:
     """A counting limit with an O(1) synchronous fast path and heap-ordered deadlines."""
 
-    __slots__ = ("_deadlines", "_free", "_timer", "_waiters", "limit")
+    __slots__ = ("_deadlines", "_free", "_live", "_order", "_timer", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
+        # Every waiter has an entry (math.inf when it has no deadline), so that the dead
+        # entries in each structure are its length minus the live count.
         self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._live = 0  # waiters still waiting: not yet handed a slot, timed out or cancelled
+        self._order = itertools.count()  # ties between equal deadlines: never compare futures
         self._timer: asyncio.TimerHandle | None = None
 
     @property
     def used(self) -> int:
         return self.limit - self._free
+
+    @property
+    def waiting(self) -> int:
+        """Publishes waiting for a slot."""
+        return self._live
+
+    @property
+    def _deadline_entries(self) -> int:
+        """Entries in the deadline heap, live or dead (for tests: bounded by about twice `waiting`)."""
+        return len(self._deadlines)
+
+    @property
+    def _queue_entries(self) -> int:
+        """Entries in the FIFO of waiters, live or dead (for tests)."""
+        return len(self._waiters)
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody queues before us."""
@@ -65,15 +99,22 @@ class InFlightLimit:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
-        if deadline is not None:
-            heapq.heappush(self._deadlines, (deadline, id(waiter), waiter))
-            if self._deadlines[0][2] is waiter:
-                self._arm(loop)
+        self._live += 1
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (math.inf if deadline is None else deadline, next(self._order), waiter))
+        if deadline is not None and deadlines[0][2] is waiter:
+            self._arm(loop, deadline)
         return waiter
 
     def abandon(self, waiter: asyncio.Future[None]) -> None:
         """The waiter was cancelled: if the slot had just been handed to it, pass the slot on."""
-        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+        if not waiter.done():
+            waiter.cancel()  # its caller stopped waiting without cancelling it: no slot may go to it
+        if waiter.cancelled():
+            # Still in the line and the heap: counted dead now, dropped by a later pop or rebuild.
+            self._live -= 1
+            self._compact_if_sparse()
+        elif waiter.exception() is None:
             self.release()
 
     def release(self) -> None:
@@ -83,21 +124,43 @@ class InFlightLimit:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._live -= 1
+                self._compact_if_sparse()
                 return
         self._free += 1
 
-    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _compact_if_sparse(self) -> None:
+        limit = 2 * self._live + _SLACK
+        if len(self._deadlines) > limit or len(self._waiters) > limit:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Drop every settled waiter from the line and the heap (in place: callers may hold them)."""
+        waiters = self._waiters
+        live = [waiter for waiter in waiters if not waiter.done()]
+        waiters.clear()
+        waiters.extend(live)
+        deadlines = self._deadlines
+        deadlines[:] = [entry for entry in deadlines if not entry[2].done()]
+        heapq.heapify(deadlines)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = loop.call_at(self._deadlines[0][0], self._expire, loop)
+        self._timer = loop.call_at(when, self._expire, loop)
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         deadlines = self._deadlines
         now = loop.time()
+        expired = 0
         while deadlines and (deadlines[0][0] <= now or deadlines[0][2].done()):
             _, _, waiter = heapq.heappop(deadlines)
             if not waiter.done():
                 waiter.set_exception(TimeoutError())
-        if deadlines:
-            self._arm(loop)
+                expired += 1
+        if deadlines and deadlines[0][0] != math.inf:
+            self._arm(loop, deadlines[0][0])
+        if expired:
+            self._live -= expired
+            self._compact_if_sparse()

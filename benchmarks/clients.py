@@ -11,10 +11,11 @@ that the time-to-first-publish modes really include the import).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,3 +438,91 @@ EXTRA_MODES: tuple[Mode, ...] = (
 )
 
 MODES: dict[str, Mode] = {mode.name: mode for mode in THROUGHPUT_MODES + EXTRA_MODES}
+
+
+# --------------------------------------------------------------------------- open-loop clients (latency.py)
+
+# Each yields `one(i)`: publish message i and return True once it is confirmed. The
+# connection is open before the first call and closed after the last. latency.py calls
+# `one` at fixed offered rates without waiting for earlier calls (an open loop).
+
+
+@contextlib.asynccontextmanager
+async def open_aiopublish(url: str, queue: str) -> AsyncIterator[PublishOne]:
+    from aiopublish import Publisher
+
+    async with Publisher(url) as publisher:
+
+        async def one(i: int) -> bool:
+            await publisher.publish(payload(i), routing_key=queue)
+            return True
+
+        yield one
+
+
+@contextlib.asynccontextmanager
+async def open_aiopika(url: str, queue: str) -> AsyncIterator[PublishOne]:
+    import aio_pika
+    from pamqp.commands import Basic
+
+    connection = await aio_pika.connect(url)
+    try:
+        exchange = (await connection.channel(publisher_confirms=True)).default_exchange
+
+        async def one(i: int) -> bool:
+            message = aio_pika.Message(
+                body(i), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=CONTENT_TYPE
+            )
+            return isinstance(await exchange.publish(message, routing_key=queue), Basic.Ack)
+
+        yield one
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def open_aiormq(url: str, queue: str) -> AsyncIterator[PublishOne]:
+    import aiormq
+    from aiormq import spec
+
+    connection = await aiormq.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+
+        async def one(i: int) -> bool:
+            confirmation = await channel.basic_publish(
+                body(i),
+                routing_key=queue,
+                properties=spec.Basic.Properties(delivery_mode=2, content_type=CONTENT_TYPE),
+            )
+            return isinstance(confirmation, spec.Basic.Ack)
+
+        yield one
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def open_faststream(url: str, queue: str) -> AsyncIterator[PublishOne]:
+    from faststream.rabbit import RabbitBroker
+    from faststream.rabbit.schemas import Channel
+    from pamqp.commands import Basic
+
+    broker = RabbitBroker(url, default_channel=Channel(publisher_confirms=True))
+    await broker.connect()
+    try:
+
+        async def one(i: int) -> bool:
+            return isinstance(await broker.publish(payload(i), queue=queue, persist=True), Basic.Ack)
+
+        yield one
+    finally:
+        await broker.stop()
+
+
+OPEN_LOOP_CLIENTS: dict[str, Callable[[str, str], contextlib.AbstractAsyncContextManager[PublishOne]]] = {
+    "aiopublish": open_aiopublish,
+    "aio-pika": open_aiopika,
+    "aiormq": open_aiormq,
+    "faststream": open_faststream,
+}

@@ -1,0 +1,329 @@
+"""The in-flight limit: memory follows what waits (not the timeout), FIFO order, and mass timeouts without a stall."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import random
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from aiopublish import Publisher, PublishTimeout
+from aiopublish._limit import _SLACK, InFlightLimit
+from tests.broker import Broker, until
+from tests.faults.proxy import TcpProxy
+
+HOUR = 3600.0
+
+
+def bound(limit: InFlightLimit) -> int:
+    """The most entries a structure may hold: the waiters plus as many dead ones, plus a small slack."""
+    return 2 * limit.waiting + _SLACK
+
+
+def assert_compact(limit: InFlightLimit) -> None:
+    assert limit._deadline_entries <= bound(limit), (limit._deadline_entries, limit.waiting)
+    assert limit._queue_entries <= bound(limit), (limit._queue_entries, limit.waiting)
+
+
+@contextlib.contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic GC: a full collection pauses for every object alive, whatever the limit does.
+
+    With 40,000 tasks alive one such collection takes about 100 ms here; it is not work of the
+    limit's, and it would make the bound depend on the machine's load rather than on the algorithm.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class Ticker:
+    """A task that wakes every loop turn and records the longest gap between two of its turns."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._stop = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.longest = 0.0
+        self._stop = False
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> float:
+        self._stop = True
+        assert self._task is not None
+        await self._task
+        return self.longest
+
+    async def _run(self) -> None:
+        last = time.perf_counter()
+        while not self._stop:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            self.longest = max(self.longest, now - last)
+            last = now
+
+
+async def test_steady_waiting_with_hour_timeouts_keeps_the_heap_at_what_waits() -> None:
+    """50,000 acquisitions past the limit with 1 h deadlines: heap and line never exceed twice the waiters."""
+    limit = InFlightLimit(8)
+    loop = asyncio.get_running_loop()
+    waited = 0
+    worst = 0
+
+    async def worker(rounds: int) -> None:
+        nonlocal waited, worst
+        for _ in range(rounds):
+            if not limit.try_acquire():
+                waited += 1
+                await limit.acquire(loop.time() + HOUR)
+            await asyncio.sleep(0)  # hold the slot across a loop turn, as a publish awaiting its confirm does
+            worst = max(worst, limit._deadline_entries)
+            assert_compact(limit)
+            limit.release()
+
+    await asyncio.gather(*(worker(500) for _ in range(100)))
+    assert waited > 40_000  # nearly every acquisition queued: the old heap would hold one entry for each
+    assert 92 - _SLACK <= worst <= 2 * 92 + _SLACK  # about 92 wait at any time
+    assert limit.used == 0
+    assert limit.waiting == 0
+    assert limit._deadline_entries <= _SLACK
+
+
+async def test_cancelled_and_timed_out_waiters_are_dropped() -> None:
+    """10,000 waiters cancelled and 10,000 timed out while every slot is held leave a near-empty heap and line."""
+    limit = InFlightLimit(1)
+    loop = asyncio.get_running_loop()
+    assert limit.try_acquire()
+    tasks = [asyncio.create_task(limit.acquire(loop.time() + HOUR)) for _ in range(10_000)]
+    await asyncio.sleep(0)
+    assert limit.waiting == 10_000
+    assert limit._deadline_entries == 10_000
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert limit.waiting == 0
+    assert_compact(limit)
+
+    soon = loop.time() + 0.05
+    timed = [asyncio.create_task(limit.acquire(soon)) for _ in range(10_000)]
+    results = await asyncio.gather(*timed, return_exceptions=True)
+    assert all(isinstance(r, TimeoutError) for r in results)
+    assert limit.waiting == 0
+    assert_compact(limit)
+    # The slot still held is handed on normally once released: the line is empty, so it is freed.
+    limit.release()
+    assert limit.used == 0
+    assert limit.try_acquire()
+
+
+async def test_line_order_survives_rebuilds() -> None:
+    """With every second waiter cancelled (forcing rebuilds), the others get their slots in arrival order."""
+    limit = InFlightLimit(1)
+    loop = asyncio.get_running_loop()
+    assert limit.try_acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        await limit.acquire(loop.time() + HOUR if i % 3 else None)  # some without a deadline
+        order.append(i)
+        limit.release()
+
+    tasks = [asyncio.create_task(wait(i)) for i in range(2_000)]
+    await asyncio.sleep(0)
+    for i in range(0, 2_000, 2):
+        tasks[i].cancel()
+    await asyncio.sleep(0)
+    assert limit.waiting == 1_000
+    assert_compact(limit)
+    limit.release()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert order == list(range(1, 2_000, 2))
+    assert limit.used == 0
+
+
+async def test_mixed_deadlines_expire_in_deadline_order_and_no_earlier() -> None:
+    """Waiters with random deadlines time out no earlier than their deadline; the one without never does."""
+    limit = InFlightLimit(1)
+    loop = asyncio.get_running_loop()
+    assert limit.try_acquire()
+    start = loop.time()
+    deadlines = [start + random.uniform(0.01, 0.2) for _ in range(300)]
+    fired: list[tuple[float, float]] = []
+
+    async def wait(deadline: float) -> None:
+        with pytest.raises(TimeoutError):
+            await limit.acquire(deadline)
+        fired.append((deadline, loop.time()))
+
+    forever = asyncio.create_task(limit.acquire(None))
+    await asyncio.gather(*(wait(d) for d in deadlines))
+    assert len(fired) == 300
+    assert all(at >= deadline for deadline, at in fired)
+    assert not forever.done()
+    limit.release()  # the slot goes to the waiter without a deadline
+    await forever
+    assert limit.used == 1
+    assert_compact(limit)
+
+
+async def test_40000_waiters_timing_out_together_do_not_stall_the_loop() -> None:
+    """40,000 waiters with one deadline time out while a ticker task never waits 0.2 s for a loop turn (GC paused)."""
+    limit = InFlightLimit(1)
+    loop = asyncio.get_running_loop()
+    assert limit.try_acquire()
+    ticker = Ticker()
+    outcomes: list[BaseException] = []
+
+    async def wait(deadline: float) -> None:
+        try:
+            await limit.acquire(deadline)
+        except TimeoutError as exc:
+            outcomes.append(exc)
+
+    deadline = loop.time() + 1.0
+    tasks = [asyncio.create_task(wait(deadline)) for _ in range(40_000)]
+    await asyncio.sleep(0)  # all of them waiting now
+    assert limit.waiting == 40_000
+    # The same loop's turns with nothing due, as a baseline for this machine at this moment.
+    ticker.start()
+    await asyncio.sleep(0.2)
+    baseline = await ticker.stop()
+    with no_gc():
+        ticker.start()
+        await asyncio.gather(*tasks)
+        stall = await ticker.stop()
+    print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 timeouts, {baseline * 1e3:.1f} ms idle")
+    assert len(outcomes) == 40_000
+    assert all(isinstance(exc, TimeoutError) for exc in outcomes)
+    assert stall < 0.2 + baseline  # a machine that stalls even when idle is not the limit's fault
+    assert limit.waiting == 0
+    assert_compact(limit)
+
+
+async def test_40000_publishes_timing_out_for_a_slot_do_not_stall_the_loop() -> None:
+    """40,000 publish() calls waiting for a slot all raise PublishTimeout without a 0.2 s loop stall (GC paused)."""
+    publisher = Publisher("memory://", max_in_flight=1, timeout=1.0)
+    ticker = Ticker()
+    try:
+        await publisher.publish({"warm": "up"})  # connected; then take the only slot, as a stuck publish would
+        assert publisher._slots.try_acquire()
+        tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
+        await asyncio.sleep(0)
+        assert publisher._slots.waiting == 40_000
+        ticker.start()
+        await asyncio.sleep(0.2)
+        baseline = await ticker.stop()
+        with no_gc():
+            ticker.start()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            stall = await ticker.stop()
+        print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 PublishTimeouts, {baseline * 1e3:.1f} ms idle")
+        assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
+        assert "in-flight slot" in str(results[-1])
+        assert stall < 0.2 + baseline
+        assert_compact(publisher._slots)
+        publisher._slots.release()
+    finally:
+        await publisher.close()
+
+
+@pytest.mark.slow
+async def test_steady_publishing_past_the_limit_for_60s_keeps_the_heap_at_what_waits(
+    amqp_url: str, broker: Broker
+) -> None:
+    """60 s of 2,000 publishers against max_in_flight=64 with timeout=3600: the heap stays near what waits."""
+    queue = await broker.queue(**{"x-max-length": 10_000})  # the broker keeps the newest 10,000 only
+    publisher = Publisher(amqp_url, max_in_flight=64, timeout=HOUR, routing_key=queue)
+    slots = publisher._slots
+    stop = asyncio.Event()
+    done = 0
+    samples: list[tuple[int, int, int]] = []
+
+    async def worker() -> None:
+        nonlocal done
+        while not stop.is_set():
+            await publisher.publish({"n": done, "body": "x" * 120})
+            done += 1
+
+    async def sampler() -> None:
+        while not stop.is_set():
+            samples.append((slots.waiting, slots._deadline_entries, slots._queue_entries))
+            await asyncio.sleep(0.1)
+
+    try:
+        await publisher.connect()
+        workers = [asyncio.create_task(worker()) for _ in range(2_000)]
+        watch = asyncio.create_task(sampler())
+        await asyncio.sleep(60)
+        stop.set()
+        await asyncio.gather(*workers, watch)
+    finally:
+        await publisher.close()
+    waits = [w for w, _, _ in samples]
+    heaps = [h for _, h, _ in samples]
+    print(f"\n{done:,} publishes in 60 s; waiting {min(waits)}-{max(waits)}; heap at most {max(heaps)}")
+    assert done > 100_000  # far more than ever waited at once: the old heap kept an entry for every one
+    assert len(samples) > 300
+    assert max(waits) > 1_000  # the test did queue publishes past the limit
+    for waiting, heap, line in samples:
+        assert heap <= 2 * waiting + _SLACK, (waiting, heap)
+        assert line <= 2 * waiting + _SLACK, (waiting, line)
+    assert await broker.depth(queue) == 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="outside _limit.py: Link.check_stalled logs and aborts once per timed-out publish, and "
+    "ConfirmChannel.forget scans every pending record (1.7-2.4 s here)",
+)
+async def test_40000_publishes_timing_out_on_a_silent_network_do_not_stall_the_loop(
+    broker: Broker, tcp_proxy: TcpProxy
+) -> None:
+    """40,000 written publishes timing out together on a silent network: no 0.2 s loop turn (GC paused)."""
+    queue = await broker.queue()
+    publisher = Publisher(tcp_proxy.url(), routing_key=queue, max_in_flight=50_000, timeout=8.0)
+    ticker = Ticker()
+    try:
+        await publisher.connect()
+        tcp_proxy.go_silent(True)
+        tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
+        await until(lambda: publisher.in_flight == 40_000)
+        ticker.start()
+        await asyncio.sleep(0.2)
+        baseline = await ticker.stop()
+        with no_gc():
+            ticker.start()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            stall = await ticker.stop()
+    finally:
+        tcp_proxy.go_silent(False)
+        await publisher.close()
+    print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 timeouts in flight, {baseline * 1e3:.1f} ms idle")
+    assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
+    assert stall < 0.2 + baseline
+
+
+async def test_abandoning_a_pending_waiter_gives_it_no_slot() -> None:
+    """abandon() on a waiter still pending drops it: the next release goes to the waiter behind it."""
+    limit = InFlightLimit(1)
+    assert limit.try_acquire()
+    first = limit.reserve(None)
+    second = limit.reserve(None)
+    assert first is not None and second is not None
+    limit.abandon(first)
+    assert first.cancelled()
+    assert limit.waiting == 1
+    limit.release()
+    assert second.done() and second.exception() is None
+    assert limit.used == 1
