@@ -136,11 +136,12 @@ async def _attempt(link: LinkLike, metrics: Metrics, message: Prepared, options:
         span.sent(link, channel)
     if future is None:
         return
+    tag = channel.last_delivery_tag
     try:
         await future
     except asyncio.CancelledError:
         # Cancelled or timed out while waiting: leave no record behind for a late confirm.
-        channel.forget(future)
+        channel.forget(future, tag)
         raise
     except Suspect:
         # Another publish's channel error may be this one's: publish it again alone to know.

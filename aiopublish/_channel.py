@@ -58,7 +58,10 @@ class PublishChannel(Protocol):
 
     async def wait_writable(self) -> None: ...
 
-    def forget(self, future: asyncio.Future[None]) -> None: ...
+    @property
+    def last_delivery_tag(self) -> int: ...
+
+    def forget(self, future: asyncio.Future[None], tag: int = 0) -> None: ...
 
 
 class Batch:
@@ -210,11 +213,19 @@ class ConfirmChannel(aiormq.Channel):
         if self._transport.get_write_buffer_size() > 4 * 1024 * 1024:
             await self.connection.stream_writer.drain()
 
-    def forget(self, future: asyncio.Future[None]) -> None:
-        """Drop the record of a publish whose caller stopped waiting (cancelled or timed out)."""
-        for tag, pending in self._pending.items():
+    def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
+        """Drop the record of a publish whose caller stopped waiting (cancelled or timed out).
+
+        `tag` is its delivery tag (last_delivery_tag right after its send): found at once,
+        so 40,000 publishes timing out together cost linear work, not a scan each.
+        """
+        pending = self._pending.get(tag)
+        if pending is not None and pending.future is future:
+            self._settle_tag(tag)
+            return
+        for other, pending in self._pending.items():
             if pending.future is future:
-                self._settle_tag(tag)
+                self._settle_tag(other)
                 return
 
     def stalled_for(self) -> float:

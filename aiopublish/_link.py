@@ -316,10 +316,11 @@ class Link:
                     channel = self._probe_channel = await ConfirmChannel.open_on(connection, isolated=True)
             future = channel.send(message, track=True)
             assert future is not None
+            tag = channel.last_delivery_tag
             try:
                 await future
             except asyncio.CancelledError:
-                channel.forget(future)
+                channel.forget(future, tag)
                 raise
 
     # -- events ------------------------------------------------------------------------------

@@ -282,11 +282,6 @@ async def test_steady_publishing_past_the_limit_for_60s_keeps_the_heap_at_what_w
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="outside _limit.py: Link.check_stalled logs and aborts once per timed-out publish, and "
-    "ConfirmChannel.forget scans every pending record (1.7-2.4 s here)",
-)
 async def test_40000_publishes_timing_out_on_a_silent_network_do_not_stall_the_loop(
     broker: Broker, tcp_proxy: TcpProxy
 ) -> None:

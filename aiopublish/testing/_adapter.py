@@ -94,7 +94,11 @@ class MemoryChannel:
     async def wait_writable(self) -> None:
         return None
 
-    def forget(self, future: asyncio.Future[None]) -> None:
+    @property
+    def last_delivery_tag(self) -> int:
+        return 0  # every publish is settled before send() returns: nothing to forget
+
+    def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
         return None
 
 
