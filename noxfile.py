@@ -82,7 +82,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session(python=CURRENT)
 def instructions(session: nox.Session) -> None:
     """Client instructions per message under callgrind against the committed baseline; `-- --update` refreshes it.
 

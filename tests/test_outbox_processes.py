@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 
@@ -37,10 +38,21 @@ async def _start(dsn: str, table: str, url: str, *extra: str) -> asyncio.subproc
 
 
 async def _terminate(process: asyncio.subprocess.Process) -> bytes:
+    return (await _stop(process))[1]
+
+
+async def _stop(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """SIGTERM, then what the relay printed after its first line (stdout, stderr)."""
     if process.returncode is None:
         process.send_signal(signal.SIGTERM)
-    _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    return stderr
+    return await asyncio.wait_for(process.communicate(), 30)
+
+
+def _relayed(stdout: bytes) -> int:
+    """The count in the relay's closing line: "relayed N message(s), ..."."""
+    match = re.search(rb"relayed (\d+) message", stdout)
+    assert match is not None, stdout
+    return int(match.group(1))
 
 
 @pytest.mark.timeout(240)
@@ -82,14 +94,15 @@ async def test_relay_killed_three_times_loses_nothing(pg_dsn: str, broker: Broke
         assert duplicates <= 3 * batch
 
 
-async def _drain_with(relays: int, dsn: str, broker: Broker, amqp_url: str, count: int) -> float:
-    """Messages per second `relays` relay processes take from `count` committed rows to confirmed."""
+async def _drain_with(relays: int, dsn: str, broker: Broker, amqp_url: str, count: int) -> tuple[float, list[int]]:
+    """Messages per second `relays` relay processes take from `count` committed rows to confirmed; their shares."""
     queue = await broker.queue()
     table = unique_table()
     async with Outbox(dsn, table=table, routing_key=queue) as outbox:
         await outbox.setup()
         # The relays are started and idle first, then every row is committed at once: time only the draining.
         processes = [await _start(dsn, table, amqp_url, "--batch-size", "500") for _ in range(relays)]
+        shares: list[int] = []
         try:
             messages = [outbox.encode({"n": n}, {}) for n in range(count)]
             ids = [message.message_id for message in messages]
@@ -103,19 +116,30 @@ async def _drain_with(relays: int, dsn: str, broker: Broker, amqp_url: str, coun
             elapsed = time.monotonic() - started
         finally:
             for process in processes:
-                await _terminate(process)
+                stdout, _ = await _stop(process)
+                shares.append(_relayed(stdout))
         arrived = await message_ids(broker, queue)
         assert set(arrived) == set(ids)
         # Nobody was killed: any message published twice would have been published by two relays at once.
         assert max(arrived.values()) == 1
         assert all(process.returncode == 128 + signal.SIGTERM for process in processes)
-    return count / elapsed
+    return count / elapsed, shares
 
 
 @pytest.mark.timeout(240)
 async def test_three_relays_share_one_outbox(pg_dsn: str, broker: Broker, amqp_url: str) -> None:
-    """Three relay processes on one outbox: every message once (SKIP LOCKED), faster than one relay."""
-    one = await _drain_with(1, pg_dsn, broker, amqp_url, 30_000)
-    three = await _drain_with(3, pg_dsn, broker, amqp_url, 30_000)
-    print(f"\none relay: {one:,.0f} msg/s; three relays: {three:,.0f} msg/s")
-    assert three > one
+    """Three relay processes on one outbox: every message once (SKIP LOCKED), each relay a share, faster than one.
+
+    Throughput on this shared 2-core machine (the broker, PostgreSQL and the relays on the same
+    cores) is compared in alternating rounds, best of two each, so one noisy round decides nothing.
+    """
+    ones, threes = [], []
+    for _ in range(2):
+        one, (single,) = await _drain_with(1, pg_dsn, broker, amqp_url, 30_000)
+        three, shares = await _drain_with(3, pg_dsn, broker, amqp_url, 30_000)
+        assert single == 30_000 and sum(shares) == 30_000, shares
+        assert min(shares) > 0, f"a relay got no work: {shares}"
+        ones.append(one)
+        threes.append(three)
+    print(f"\none relay: {max(ones):,.0f} msg/s; three relays: {max(threes):,.0f} msg/s (shares {shares})")
+    assert max(threes) > max(ones)
