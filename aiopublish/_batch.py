@@ -19,7 +19,7 @@ from ._exceptions import PublishTimeout, is_retriable
 from ._limit import InFlightLimit
 from ._link import LinkLike
 from ._metrics import Metrics
-from ._options import Options, Prepared
+from ._options import Options, Prepared, check_routing_key
 from ._result import PublishResult, result_of
 from .retry import DEFAULT_RETRY_POLICY, RetryState
 
@@ -44,23 +44,47 @@ def prepare_batch(
     for name, values in (("routing_keys", routing_keys), ("headers", headers)):
         if values is not None and len(values) != len(payloads):
             raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
+    if routing_keys is None and headers is None:
+        return _prepare_uniform(payloads, options)
     messages: list[Prepared | None] = []
     refused: dict[int, BaseException] = {}
+    prepare = options.prepare
+    # Routing keys already checked: a batch usually spreads over a few destinations.
+    checked: set[str] = set()
     for index, payload in enumerate(payloads):
-        per_message: dict[str, Any] = {}
-        if routing_keys is not None:
-            per_message["routing_key"] = routing_keys[index]
-        if headers is not None and headers[index]:
-            per_message["extra_headers"] = dict(headers[index] or {})
         try:
-            message_options = options.override(per_message) if per_message else options
-            messages.append(message_options.prepare(payload))
+            routing_key = None
+            if routing_keys is not None:
+                routing_key = routing_keys[index]
+                if type(routing_key) is not str or routing_key not in checked:
+                    routing_key = check_routing_key("routing_key", routing_key)
+                    checked.add(routing_key)
+            messages.append(prepare(payload, routing_key, None if headers is None else headers[index]))
         except (TypeError, ValueError) as exc:
-            error = type(exc)(f"payload {index}: {exc}")
-            error.__cause__ = exc
-            refused[index] = error
+            refused[index] = _refusal(index, exc)
             messages.append(None)
     return messages, refused
+
+
+def _prepare_uniform(payloads: list[Any], options: Options) -> tuple[list[Prepared | None], dict[int, BaseException]]:
+    """prepare_batch without per-message routing keys or headers."""
+    messages: list[Prepared | None] = []
+    refused: dict[int, BaseException] = {}
+    prepare = options.prepare
+    for index, payload in enumerate(payloads):
+        try:
+            messages.append(prepare(payload))
+        except (TypeError, ValueError) as exc:
+            refused[index] = _refusal(index, exc)
+            messages.append(None)
+    return messages, refused
+
+
+def _refusal(index: int, exc: TypeError | ValueError) -> BaseException:
+    """The error of a message refused before sending, naming its index, caused by the original."""
+    error = type(exc)(f"payload {index}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 async def publish_prepared(
@@ -135,16 +159,24 @@ async def _send(
         return
     batch = Batch(asyncio.get_running_loop(), slots.release)
     track = options.use_confirms
+    send = channel.send
+    try_acquire = slots.try_acquire
+    # A connection.blocked is read by the event loop, so it can only arrive while this loop awaits:
+    # look again after each await, not before every message.
+    look_for_block = True
     try:
         for position, index in enumerate(todo):
-            if link.is_blocked:
-                await link.wait_unblocked()
-            if not slots.try_acquire():
+            if look_for_block:
+                if link.is_blocked:
+                    await link.wait_unblocked()
+                look_for_block = False
+            if not try_acquire():
                 await slots.acquire()
+                look_for_block = True
             message = messages[index]
             assert message is not None
             try:
-                channel.send(message, track=track, batch=batch, index=index)
+                send(message, track=track, batch=batch, index=index)
             except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
                 slots.release()
                 errors[index] = type(exc)(f"payload {index}: {exc}")
@@ -159,6 +191,7 @@ async def _send(
                 slots.release()
             if position % _DRAIN_EVERY == _DRAIN_EVERY - 1:
                 await channel.wait_writable()
+                look_for_block = True
         batch.seal()
         await batch.done
     finally:
