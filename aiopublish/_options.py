@@ -75,6 +75,11 @@ DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 # RabbitMQ refuses a per-message TTL over ten years (406 "invalid expiration ... value_too_large").
 MAX_EXPIRATION_MS = 10 * 365 * 24 * 3600 * 1000
 _DELIVERY_MODES = {1: 1, 2: 2, "transient": 1, "persistent": 2}
+# Bodies up to this size are copied once: orjson hands its bytes back in a buffer malloc'ed for
+# 1 KiB and shrunk in place, so each body a batch keeps (for retries) holds a fresh malloc chunk
+# (page faults, fragmentation): 1.7 us per message for 40,000 kept, against 0.2 us for the copy,
+# which lives in Python's small-object allocator while orjson's buffer is freed (and reused) at once.
+_SMALL_BODY = 480
 _RAW = get_serializer("raw")
 
 
@@ -343,6 +348,8 @@ class Options:
                 f"the message body is {len(body)} bytes{' compressed' if compression else ''}; "
                 f"max_message_size is {self.max_message_size} (the broker refuses larger bodies)"
             )
+        if len(body) <= _SMALL_BODY:
+            body = b"%s" % body  # see _SMALL_BODY
         key = (content_type, content_encoding, compression)
         template = self._templates.get(key)
         if template is None:
@@ -366,7 +373,7 @@ class Options:
     def _with_headers(
         self, template: _wire.PropertiesTemplate, message_id: str, headers: Mapping[str, Any], compression: str | None
     ) -> bytes:
-        if not isinstance(headers, Mapping):
+        if type(headers) is not dict and not isinstance(headers, Mapping):
             raise TypeError(f"headers must be a dict, not {type(headers).__name__}")
         if template.header_keys.isdisjoint(headers):
             return template.encode_with_headers(message_id, _wire.table_entries(headers))

@@ -183,8 +183,11 @@ def _entries(table: Mapping[Any, Any]) -> bytes:
     out: list[bytes] = []
     append = out.append
     encoders = _ENCODERS
+    keys = _encoded_keys
     for key, value in table.items():
-        append(_key(key))
+        # Header names repeat from message to message: each str key is encoded (and checked) once.
+        encoded = keys.get(key)
+        append(_new_key(key) if encoded is None else encoded)
         encode = encoders.get(type(value), _item)
         try:
             append(encode(value))
@@ -192,6 +195,20 @@ def _entries(table: Mapping[Any, Any]) -> bytes:
             refused.path.append(f"[{key!r}]")
             raise
     return b"".join(out)
+
+
+# str key -> its encoded field name (only keys that passed _key's checks).
+_encoded_keys: dict[str, bytes] = {}
+_ENCODED_KEYS_MAX = 4096
+
+
+def _new_key(key: Any) -> bytes:
+    encoded = _key(key)
+    if type(key) is str:
+        if len(_encoded_keys) >= _ENCODED_KEYS_MAX:
+            _encoded_keys.clear()
+        _encoded_keys[key] = encoded
+    return encoded
 
 
 def _key(key: Any) -> bytes:
