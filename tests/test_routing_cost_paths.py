@@ -10,8 +10,7 @@ from pamqp import commands
 from pamqp.frame import unmarshal
 from pamqp.header import ContentHeader
 
-from aiopublish import Publisher
-from aiopublish import _wire
+from aiopublish import Publisher, _wire
 from aiopublish._options import Options
 from tests.broker import Broker
 
@@ -25,7 +24,7 @@ def _decoded_properties(properties: bytes) -> commands.Basic.Properties:
 
 
 async def test_round_robin_routing_keys_reach_their_queues(amqp_url: str, broker: Broker) -> None:
-    """2,000 messages round-robin over 4 queues: each queue holds exactly its own, in order, with the call's properties."""
+    """2,000 messages round-robin over 4 queues: each queue holds its own, in order, with the same properties."""
     queues = [await broker.queue() for _ in range(4)]
     keys = [queues[i % 4] for i in range(2000)]
     async with Publisher(amqp_url, headers={"app": "t"}, app_id="rc") as publisher:
@@ -44,7 +43,7 @@ async def test_round_robin_routing_keys_reach_their_queues(amqp_url: str, broker
 
 
 async def test_per_message_headers_arrive_merged(amqp_url: str, broker: Broker) -> None:
-    """Each message's headers arrive merged over the publisher's and the call's; a shared name takes the message's value."""
+    """Each message's headers arrive merged over the publisher's and the call's; the message wins a shared name."""
     queue = await broker.queue()
     per_message: list[dict[str, object] | None] = [
         {"n": 0},
