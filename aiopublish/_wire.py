@@ -97,6 +97,8 @@ _i32 = struct.Struct(">i")
 _i64 = struct.Struct(">q")
 _f64 = struct.Struct(">d")
 _decimal = struct.Struct(">Bi")
+_str_head = struct.Struct(">BI")  # a long string's type tag and length
+_int_entry = struct.Struct(">Bi")  # a signed 32-bit int's type tag and value
 
 
 def short_string(value: str, what: str) -> bytes:
@@ -188,12 +190,19 @@ def _entries(table: Mapping[Any, Any]) -> bytes:
         # Header names repeat from message to message: each str key is encoded (and checked) once.
         encoded = keys.get(key)
         append(_new_key(key) if encoded is None else encoded)
-        encode = encoders.get(type(value), _item)
-        try:
-            append(encode(value))
-        except _Refused as refused:
-            refused.path.append(f"[{key!r}]")
-            raise
+        kind = type(value)
+        # The usual header values inline (an ASCII str cannot fail to encode), the rest by type.
+        if kind is str and value.isascii() and len(value) <= _MAX_LONG:
+            append(_str_head.pack(0x53, len(value)))  # 'S'
+            append(value.encode("ascii"))
+        elif kind is int and -_I32_MAX <= value <= _I32_MAX:
+            append(_int_entry.pack(0x49, value))  # 'I'
+        else:
+            try:
+                append(encoders.get(kind, _item)(value))
+            except _Refused as refused:
+                refused.path.append(f"[{key!r}]")
+                raise
     return b"".join(out)
 
 
