@@ -20,7 +20,7 @@ from ._limit import InFlightLimit
 from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import Options, Prepared, check_routing_key
-from ._result import PublishResult, result_of
+from ._result import PublishResult, PublishStatus, result_of
 from .retry import DEFAULT_RETRY_POLICY, RetryState
 
 __all__ = ["prepare_batch", "publish_prepared"]
@@ -212,11 +212,21 @@ async def _send(
 def _results(
     messages: Sequence[Prepared | None], errors: dict[int, BaseException], options: Options, metrics: Metrics
 ) -> list[PublishResult]:
-    results = []
+    results: list[PublishResult] = []
+    append = results.append
+    went_through: PublishStatus = "confirmed" if options.use_confirms else "sent"
+    through = 0
     for index, message in enumerate(messages):
+        error = errors.get(index)
+        if error is None and message is not None:  # the usual case: no result_of, counted below
+            append(PublishResult(index, message.message_id, went_through))
+            through += 1
+            continue
         # A message refused before sending never got an id of its own.
         message_id = message.message_id if message is not None else options.message_id or ""
-        result = result_of(index, message_id, errors.get(index), options.use_confirms)
+        result = result_of(index, message_id, error, options.use_confirms)
         metrics.count(result)
-        results.append(result)
+        append(result)
+    if options.use_confirms:
+        metrics.confirmed += through  # what metrics.count does for each confirmed result
     return results
