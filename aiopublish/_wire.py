@@ -188,13 +188,14 @@ def _entries(table: Mapping[Any, Any]) -> bytes:
     keys = _encoded_keys
     for key, value in table.items():
         # Header names repeat from message to message: each str key is encoded (and checked) once.
-        encoded = keys.get(key)
-        append(_new_key(key) if encoded is None else encoded)
+        try:
+            append(keys[key])
+        except KeyError:
+            append(_new_key(key))
         kind = type(value)
         # The usual header values inline (an ASCII str cannot fail to encode), the rest by type.
         if kind is str and value.isascii() and len(value) <= _MAX_LONG:
-            append(_str_head.pack(0x53, len(value)))  # 'S'
-            append(value.encode("ascii"))
+            append(_str_head.pack(0x53, len(value)) + value.encode("ascii"))  # 'S'
         elif kind is int and -_I32_MAX <= value <= _I32_MAX:
             append(_int_entry.pack(0x49, value))  # 'I'
         else:
@@ -424,7 +425,7 @@ class PropertiesTemplate:
         raw = message_id.encode("utf-8")
         if len(raw) > 255:
             raise ValueError(f"message_id is {len(raw)} bytes long; AMQP allows at most 255")
-        if not replace:
+        if self._entries and not replace:
             entries = self._entries + entries
         if len(entries) > _MAX_LONG:
             raise ValueError(f"headers are {len(entries)} bytes long; an AMQP table holds at most 2**32-1")
