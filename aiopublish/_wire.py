@@ -190,7 +190,7 @@ def _entries(table: Mapping[Any, Any]) -> bytes:
         # Header names repeat from message to message: each str key is encoded (and checked) once.
         try:
             append(keys[key])
-        except KeyError:
+        except (KeyError, TypeError):  # new, or not a str (an odd Mapping's unhashable key): checked
             append(_new_key(key))
         kind = type(value)
         # The usual header values inline (an ASCII str cannot fail to encode), the rest by type.

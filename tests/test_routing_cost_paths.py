@@ -199,3 +199,14 @@ def test_over_long_message_id_is_refused_by_the_template() -> None:
         template.encode("m" * 256)
     with pytest.raises(ValueError, match="message_id is 256 bytes long"):
         template.encode_with_headers("m" * 256, _wire.table_entries({"a": 1}))
+
+
+def test_header_names_are_checked_every_time_they_are_refused() -> None:
+    """The cache of encoded header names holds only good names: a refused one is refused again, naming it."""
+    long_key = "k" * 129
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"headers has a key 129 bytes long"):
+            _wire.table_entries({long_key: 1})
+        with pytest.raises(TypeError, match=r"headers has a key 7 of type int"):
+            _wire.table_entries({7: 1})  # type: ignore[dict-item]
+    assert _wire.table_entries({"same": "v"}) == _wire.table_entries({"same": "v"}) == b"\x04sameS\x00\x00\x00\x01v"
