@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
-from ._channel import Batch
+from ._channel import Batch, PublishChannel
 from ._exceptions import PublishTimeout, is_retriable, is_retriable_or_nack
 from ._limit import InFlightLimit
 from ._link import LinkLike
 from ._metrics import Metrics
-from ._options import Options, Prepared
-from ._result import PublishResult, result_of
+from ._options import Options, Prepared, check_routing_key
+from ._result import PublishResult, PublishStatus, result_of
 from ._tracing import NO_SPAN, NoRecord
 from .retry import DEFAULT_RETRY_POLICY, RetryState
 
@@ -45,23 +45,47 @@ def prepare_batch(
     for name, values in (("routing_keys", routing_keys), ("headers", headers)):
         if values is not None and len(values) != len(payloads):
             raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
+    if routing_keys is None and headers is None:
+        return _prepare_uniform(payloads, options)
     messages: list[Prepared | None] = []
     refused: dict[int, BaseException] = {}
+    prepare = options.prepare
+    # Routing keys already checked: a batch usually spreads over a few destinations.
+    checked: set[str] = set()
     for index, payload in enumerate(payloads):
-        per_message: dict[str, Any] = {}
-        if routing_keys is not None:
-            per_message["routing_key"] = routing_keys[index]
-        if headers is not None and headers[index]:
-            per_message["extra_headers"] = dict(headers[index] or {})
         try:
-            message_options = options.override(per_message) if per_message else options
-            messages.append(message_options.prepare(payload))
+            routing_key = None
+            if routing_keys is not None:
+                routing_key = routing_keys[index]
+                if type(routing_key) is not str or routing_key not in checked:
+                    routing_key = check_routing_key("routing_key", routing_key)
+                    checked.add(routing_key)
+            messages.append(prepare(payload, routing_key, None if headers is None else headers[index]))
         except (TypeError, ValueError) as exc:
-            error = type(exc)(f"payload {index}: {exc}")
-            error.__cause__ = exc
-            refused[index] = error
+            refused[index] = _refusal(index, exc)
             messages.append(None)
     return messages, refused
+
+
+def _prepare_uniform(payloads: list[Any], options: Options) -> tuple[list[Prepared | None], dict[int, BaseException]]:
+    """prepare_batch without per-message routing keys or headers."""
+    messages: list[Prepared | None] = []
+    refused: dict[int, BaseException] = {}
+    prepare = options.prepare
+    for index, payload in enumerate(payloads):
+        try:
+            messages.append(prepare(payload))
+        except (TypeError, ValueError) as exc:
+            refused[index] = _refusal(index, exc)
+            messages.append(None)
+    return messages, refused
+
+
+def _refusal(index: int, exc: TypeError | ValueError) -> BaseException:
+    """The error of a message refused before sending, naming its index, caused by the original."""
+    error = type(exc)(f"payload {index}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 async def publish_prepared(
@@ -143,45 +167,73 @@ async def _send(
             errors[index] = exc
         return
     batch = Batch(asyncio.get_running_loop(), slots.release)
-    track = options.use_confirms
-    written = 0  # todo[:written] went out (they are sent in order), but for those in `unsent`
-    unsent: list[int] = []
+    sent: list[int] = []
     try:
-        for position, index in enumerate(todo):
-            if link.is_blocked:
-                await link.wait_unblocked()
-            if not slots.try_acquire():
-                await slots.acquire()
-            message = messages[index]
-            assert message is not None
-            try:
-                channel.send(message, track=track, batch=batch, index=index)
-            except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
-                slots.release()
-                errors[index] = type(exc)(f"payload {index}: {exc}")
-                unsent.append(index)
-                continue
-            except Exception as exc:
-                slots.release()
-                for rest in todo[position:]:
-                    errors[rest] = exc
-                break
-            metrics.published += 1
-            written = position + 1
-            if not track:
-                slots.release()
-            if position % _DRAIN_EVERY == _DRAIN_EVERY - 1:
-                await channel.wait_writable()
+        await _stream(link, channel, slots, metrics, messages, todo, options.use_confirms, batch, errors, sent)
         batch.seal()
         await batch.done
     finally:
         errors.update(batch.errors)
-        if unsent:
-            sent = [i for i in todo[:written] if i not in unsent]
-            span.written(sent, len(sent))
-        else:
-            span.written(todo, written)
-    # Publishes that may have caused another's channel error: each again alone, to find out.
+        span.written(sent, len(sent))
+    await _probe_suspects(link, metrics, messages, todo, errors)
+
+
+async def _stream(
+    link: LinkLike,
+    channel: PublishChannel,
+    slots: InFlightLimit,
+    metrics: Metrics,
+    messages: Sequence[Prepared | None],
+    todo: list[int],
+    track: bool,
+    batch: Batch,
+    errors: dict[int, BaseException],
+    sent: list[int],
+) -> None:
+    """Write every message of `todo` on `channel` in order, within the in-flight limit; `sent` gets what went out."""
+    send = channel.send
+    try_acquire = slots.try_acquire
+    # A connection.blocked is read by the event loop, so it can only arrive while this loop awaits:
+    # look again after each await, not before every message.
+    look_for_block = True
+    for position, index in enumerate(todo):
+        if look_for_block:
+            if link.is_blocked:
+                await link.wait_unblocked()
+            look_for_block = False
+        if not try_acquire():
+            await slots.acquire()
+            look_for_block = True
+        message = messages[index]
+        assert message is not None
+        try:
+            send(message, track=track, batch=batch, index=index)
+        except (TypeError, ValueError) as exc:  # this message cannot go on this connection (frame_max)
+            slots.release()
+            errors[index] = type(exc)(f"payload {index}: {exc}")
+            continue
+        except Exception as exc:
+            slots.release()
+            for rest in todo[position:]:
+                errors[rest] = exc
+            return
+        metrics.published += 1
+        sent.append(index)
+        if not track:
+            slots.release()
+        if position % _DRAIN_EVERY == _DRAIN_EVERY - 1:
+            await channel.wait_writable()
+            look_for_block = True
+
+
+async def _probe_suspects(
+    link: LinkLike,
+    metrics: Metrics,
+    messages: Sequence[Prepared | None],
+    todo: list[int],
+    errors: dict[int, BaseException],
+) -> None:
+    """Publishes that may have caused another's channel error: each again alone, to find out."""
     for index in [i for i in todo if isinstance(errors.get(i), Suspect)]:
         message = messages[index]
         assert message is not None
@@ -197,11 +249,21 @@ async def _send(
 def _results(
     messages: Sequence[Prepared | None], errors: dict[int, BaseException], options: Options, metrics: Metrics
 ) -> list[PublishResult]:
-    results = []
+    results: list[PublishResult] = []
+    append = results.append
+    went_through: PublishStatus = "confirmed" if options.use_confirms else "sent"
+    through = 0
     for index, message in enumerate(messages):
+        error = errors.get(index)
+        if error is None and message is not None:  # the usual case: no result_of, counted below
+            append(PublishResult(index, message.message_id, went_through))
+            through += 1
+            continue
         # A message refused before sending never got an id of its own.
         message_id = message.message_id if message is not None else options.message_id or ""
-        result = result_of(index, message_id, errors.get(index), options.use_confirms)
+        result = result_of(index, message_id, error, options.use_confirms)
         metrics.count(result)
-        results.append(result)
+        append(result)
+    if options.use_confirms:
+        metrics.confirmed += through  # what metrics.count does for each confirmed result
     return results

@@ -126,6 +126,8 @@ class ConfirmChannel(aiormq.Channel):
         self._idle.set()
         self._transport = connection.stream_writer.transport
         self._frame_max = connection.connection_tune.frame_max or 131072
+        # The longest properties whose content header frame fits in frame_max (see _wire.check_content_header).
+        self._properties_max = self._frame_max - _wire.CONTENT_HEADER_ROOM
         self._outbox: list[bytes] = []
         # Set as soon as the broker's channel.close is read: from then on nothing is written.
         self._refused = False
@@ -173,15 +175,20 @@ class ConfirmChannel(aiormq.Channel):
         Synchronous on purpose: taking the delivery tag and queueing the frames cannot
         be interleaved with another publish, so tags match the broker's count.
         """
-        _wire.check_content_header(message.properties, self._frame_max)  # ValueError before anything is written
-        if self._refused or self._transport.is_closing() or self.is_closed:
+        properties = message.properties
+        if len(properties) > self._properties_max:
+            _wire.check_content_header(properties, self._frame_max)  # ValueError before anything is written
+        if self._refused or self._transport.is_closing() or self._closing.done():
             raise ChannelInterrupted("the channel is closed; nothing was sent")
+        # Before the tag is taken: a destination that cannot be encoded leaves the count as it was.
+        method = _wire.method_frame(self.number, message.exchange, message.routing_key, message.mandatory)
         tag = self._next_tag
         self._next_tag = tag + 1
-        if not self._outbox:
+        outbox = self._outbox
+        if not outbox:
             self.loop.call_soon(self._flush)
-        self._outbox.append(_wire.method_frame(self.number, message.exchange, message.routing_key, message.mandatory))
-        self._outbox.append(_wire.content_frames(self.number, message.properties, message.body, self._frame_max))
+        outbox.append(method)
+        outbox += _wire.content_frames(self.number, properties, message.body, self._frame_max)
         if not track:
             return None
         future: asyncio.Future[None] | None = None
@@ -189,11 +196,12 @@ class ConfirmChannel(aiormq.Channel):
             future = self.loop.create_future()
         else:
             batch.remaining += 1
-        if self._next_tag - 2 <= self._confirmed_upto:  # this is the only unanswered publish
+        if tag - 1 <= self._confirmed_upto:  # this is the only unanswered publish
             self._last_progress = self.loop.time()
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             self._idle.clear()
-        self._pending[tag] = Pending(future, batch, index, message)
+        pending[tag] = Pending(future, batch, index, message)
         if message.mandatory:
             self._returnable.setdefault(message.message_id, []).append(tag)
         return future

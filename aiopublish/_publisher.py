@@ -159,7 +159,7 @@ class Publisher:
         if close_timeout is not None:
             self.close_timeout = seconds(close_timeout, "close_timeout")
         self._slots = InFlightLimit(self.max_in_flight)
-        self._override_cache: dict[tuple[tuple[str, type, Any], ...], Options] = {}
+        self._override_cache: dict[tuple[Any, ...], Options] = {}
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
         self._state = _State.UNOPENED
@@ -441,21 +441,28 @@ class Publisher:
         Calls that repeat `routing_key=...` or `exchange=...` then share one Options and its
         encoded-properties templates instead of building both per call (and, for publishes
         queued past max_in_flight, holding a copy each). The key holds each value's type
-        beside it: `priority=True` and `priority=1` are equal but must not share a check.
+        beside it: `priority=True` and `priority=1` are equal but must not share a check. A
+        cached entry's names were checked when it was made, so a hit costs one dict look-up.
         """
-        check_publish_kwargs(kwargs, PUBLISH_OPTIONS, where)
-        if kwargs.keys() & _PER_MESSAGE_OPTIONS:
-            return self._defaults.override(kwargs)
+        key: tuple[Any, ...] | None
         try:
-            key = tuple(sorted((name, type(value), value) for name, value in kwargs.items()))
+            if len(kwargs) == 1:  # the usual call, routing_key=... alone: no sort, no tuple of tuples
+                ((name, value),) = kwargs.items()
+                key = (name, type(value), value)
+            else:
+                key = tuple(sorted((name, type(value), value) for name, value in kwargs.items()))
             options = self._override_cache.get(key)
         except TypeError:  # an unhashable value
+            options = key = None
+        if options is not None:
+            return options
+        check_publish_kwargs(kwargs, PUBLISH_OPTIONS, where)
+        if key is None or kwargs.keys() & _PER_MESSAGE_OPTIONS:
             return self._defaults.override(kwargs)
-        if options is None:
-            options = self._defaults.override(kwargs)
-            if len(self._override_cache) >= _OVERRIDE_CACHE_SIZE:
-                self._override_cache.clear()
-            self._override_cache[key] = options
+        options = self._defaults.override(kwargs)
+        if len(self._override_cache) >= _OVERRIDE_CACHE_SIZE:
+            self._override_cache.clear()
+        self._override_cache[key] = options
         return options
 
     def _count_failure(self, exc: BaseException) -> None:

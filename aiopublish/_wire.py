@@ -27,12 +27,14 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "CONTENT_HEADER_ROOM",
     "FRAME_OVERHEAD",
     "PropertiesTemplate",
     "check_content_header",
     "content_frames",
     "field_table",
     "method_frame",
+    "table_entries",
     "short_string",
     "timestamp_seconds",
 ]
@@ -48,8 +50,12 @@ _frame_head = struct.Struct(">BHI")
 # class id, weight, body size
 _header_head = struct.Struct(">HHQ")
 FRAME_OVERHEAD = _frame_head.size + len(_FRAME_END)
+# A content header frame's head and the class/weight/size head in one pack.
+_content_head = struct.Struct(">BHIHHQ")
+# The end of the content header frame and the head of a body frame, in one pack.
+_end_and_body_head = struct.Struct(">BBHI")
 # A content header frame is the frame overhead, the class/weight/size head, then the properties.
-_CONTENT_HEADER_ROOM = FRAME_OVERHEAD + _header_head.size
+CONTENT_HEADER_ROOM = FRAME_OVERHEAD + _header_head.size
 
 # Property flags, in the wire order of the basic class's properties.
 _PROPERTY_BITS = {
@@ -91,6 +97,8 @@ _i32 = struct.Struct(">i")
 _i64 = struct.Struct(">q")
 _f64 = struct.Struct(">d")
 _decimal = struct.Struct(">Bi")
+_str_head = struct.Struct(">BI")  # a long string's type tag and length
+_int_entry = struct.Struct(">Bi")  # a signed 32-bit int's type tag and value
 
 
 def short_string(value: str, what: str) -> bytes:
@@ -154,19 +162,63 @@ def field_table(table: Mapping[str, Any], what: str = "headers") -> bytes:
         raise ValueError(f"{what} nest too deeply (or contain themselves) to be sent") from None
 
 
+def table_entries(table: Mapping[str, Any], what: str = "headers") -> bytes:
+    """The entries of `table` as a field table holds them, without the length prefix.
+
+    For splicing per-message headers after an option set's encoded ones (see
+    PropertiesTemplate.encode_with_headers); refusals as field_table's.
+    """
+    try:
+        return _entries(table)
+    except _Refused as refused:
+        path = what + "".join(reversed(refused.path))
+        raise refused.kind(f"{path} {refused.text}") from None
+    except RecursionError:
+        raise ValueError(f"{what} nest too deeply (or contain themselves) to be sent") from None
+
+
 def _table(table: Mapping[Any, Any]) -> bytes:
+    return _long_prefixed(_entries(table))
+
+
+def _entries(table: Mapping[Any, Any]) -> bytes:
     out: list[bytes] = []
     append = out.append
     encoders = _ENCODERS
+    keys = _encoded_keys
     for key, value in table.items():
-        append(_key(key))
-        encode = encoders.get(type(value), _item)
+        # Header names repeat from message to message: each str key is encoded (and checked) once.
         try:
-            append(encode(value))
-        except _Refused as refused:
-            refused.path.append(f"[{key!r}]")
-            raise
-    return _long_prefixed(b"".join(out))
+            append(keys[key])
+        except (KeyError, TypeError):  # new, or not a str (an odd Mapping's unhashable key): checked
+            append(_new_key(key))
+        kind = type(value)
+        # The usual header values inline (an ASCII str cannot fail to encode), the rest by type.
+        if kind is str and value.isascii() and len(value) <= _MAX_LONG:
+            append(_str_head.pack(0x53, len(value)) + value.encode("ascii"))  # 'S'
+        elif kind is int and -_I32_MAX <= value <= _I32_MAX:
+            append(_int_entry.pack(0x49, value))  # 'I'
+        else:
+            try:
+                append(encoders.get(kind, _item)(value))
+            except _Refused as refused:
+                refused.path.append(f"[{key!r}]")
+                raise
+    return b"".join(out)
+
+
+# str key -> its encoded field name (only keys that passed _key's checks).
+_encoded_keys: dict[str, bytes] = {}
+_ENCODED_KEYS_MAX = 4096
+
+
+def _new_key(key: Any) -> bytes:
+    encoded = _key(key)
+    if type(key) is str:
+        if len(_encoded_keys) >= _ENCODED_KEYS_MAX:
+            _encoded_keys.clear()
+        _encoded_keys[key] = encoded
+    return encoded
 
 
 def _key(key: Any) -> bytes:
@@ -331,28 +383,64 @@ def _encode_property(name: str, value: Any) -> bytes:
 
 
 class PropertiesTemplate:
-    """The content-header properties of one option set, with a hole for message_id."""
+    """The content-header properties of one option set, with a hole for message_id and room for headers.
 
-    __slots__ = ("_flags", "_prefix", "_suffix")
+    The property list is laid out as: flags, head (content_type, content_encoding), headers,
+    middle (delivery_mode to expiration), message_id, suffix (timestamp to cluster_id).
+    `encode` fills in the message_id only. `encode_with_headers` also splices one message's
+    own header entries (encoded by table_entries) after the option set's, so a message with
+    headers of its own costs the encoding of those alone, not of an option set and a template.
+    """
+
+    __slots__ = ("_entries", "_flags_with_headers", "_head", "_middle", "_start", "_suffix", "header_keys")
 
     def __init__(self, properties: Mapping[str, Any]) -> None:
         flags = _PROPERTY_BITS["message_id"]
-        prefix = bytearray()
-        suffix = bytearray()
-        for names, out in ((_BEFORE_MESSAGE_ID, prefix), (_AFTER_MESSAGE_ID, suffix)):
-            for name in names:
-                value = properties.get(name)
-                if value is None or (name == "headers" and not value):
-                    continue
-                flags |= _PROPERTY_BITS[name]
-                out += _encode_property(name, value)
-        self._flags = struct.pack(">H", flags)
-        self._prefix = bytes(prefix)
-        self._suffix = bytes(suffix)
+        encoded: dict[str, bytes] = {}
+        for name in (*_BEFORE_MESSAGE_ID, *_AFTER_MESSAGE_ID):
+            value = properties.get(name)
+            if value is None or (name == "headers" and not value):
+                continue
+            flags |= _PROPERTY_BITS[name]
+            encoded[name] = _encode_property(name, value)
+        headers = encoded.get("headers", b"")
+        self._head = b"".join(encoded.get(name, b"") for name in _BEFORE_MESSAGE_ID[:2])
+        self._middle = b"".join(encoded.get(name, b"") for name in _BEFORE_MESSAGE_ID[3:])
+        self._entries = headers[4:]  # without the table's length prefix
+        self._start = struct.pack(">H", flags) + self._head + headers + self._middle
+        self._flags_with_headers = struct.pack(">H", flags | _PROPERTY_BITS["headers"])
+        self._suffix = b"".join(encoded.get(name, b"") for name in _AFTER_MESSAGE_ID)
+        #: The names of the option set's headers: a message's own headers that share none are spliced.
+        self.header_keys = frozenset(properties.get("headers") or ())
 
     def encode(self, message_id: str) -> bytes:
-        """The property flags and list for a message with this id."""
-        return self._flags + self._prefix + short_string(message_id, "message_id") + self._suffix
+        """The property flags and list for a message with this id (a str: the options checked it)."""
+        raw = message_id.encode("utf-8")
+        if len(raw) > 255:
+            raise ValueError(f"message_id is {len(raw)} bytes long; AMQP allows at most 255")
+        return self._start + bytes((len(raw),)) + raw + self._suffix
+
+    def encode_with_headers(self, message_id: str, entries: bytes, *, replace: bool = False) -> bytes:
+        """As `encode`, with header `entries` after the option set's own (or instead of them: `replace`)."""
+        raw = message_id.encode("utf-8")
+        if len(raw) > 255:
+            raise ValueError(f"message_id is {len(raw)} bytes long; AMQP allows at most 255")
+        if self._entries and not replace:
+            entries = self._entries + entries
+        if len(entries) > _MAX_LONG:
+            raise ValueError(f"headers are {len(entries)} bytes long; an AMQP table holds at most 2**32-1")
+        return b"".join(
+            (
+                self._flags_with_headers,
+                self._head,
+                _u32.pack(len(entries)),
+                entries,
+                self._middle,
+                bytes((len(raw),)),
+                raw,
+                self._suffix,
+            )
+        )
 
 
 def check_content_header(properties: bytes, frame_max: int) -> None:
@@ -361,10 +449,10 @@ def check_content_header(properties: bytes, frame_max: int) -> None:
     RabbitMQ closes the whole connection (501 frame_too_large) for a frame over the negotiated
     frame_max, and a content header cannot be split like a body: refuse it before writing.
     """
-    if len(properties) + _CONTENT_HEADER_ROOM > frame_max:
+    if len(properties) + CONTENT_HEADER_ROOM > frame_max:
         raise ValueError(
             f"the message's properties and headers encode to {len(properties)} bytes; "
-            f"the broker's frame_max ({frame_max}) allows {frame_max - _CONTENT_HEADER_ROOM}"
+            f"the broker's frame_max ({frame_max}) allows {frame_max - CONTENT_HEADER_ROOM}"
         )
 
 
@@ -380,12 +468,19 @@ def method_frame(channel: int, exchange: str, routing_key: str, mandatory: bool)
     return _frame_head.pack(_FRAME_METHOD, channel, len(payload)) + payload + _FRAME_END
 
 
-def content_frames(channel: int, properties: bytes, body: bytes, frame_max: int) -> bytes:
-    """The content header frame and the body frames, each body frame at most frame_max long."""
-    header = _header_head.pack(_BASIC_CLASS, 0, len(body)) + properties
-    out = [_frame_head.pack(_FRAME_HEADER, channel, len(header)), header, _FRAME_END]
+def content_frames(channel: int, properties: bytes, body: bytes, frame_max: int) -> list[bytes]:
+    """The content header frame and the body frames (each at most frame_max long), as pieces to join.
+
+    Pieces rather than one bytes: the channel joins a whole event-loop turn's frames at once,
+    so the body is copied once, into the write, and not first into its own frame.
+    """
+    size = len(body)
     chunk = frame_max - FRAME_OVERHEAD
-    for start in range(0, len(body), chunk):
+    head = _content_head.pack(_FRAME_HEADER, channel, _header_head.size + len(properties), _BASIC_CLASS, 0, size)
+    if 0 < size <= chunk:  # the usual case: one body frame
+        return [head, properties, _end_and_body_head.pack(0xCE, _FRAME_BODY, channel, size), body, _FRAME_END]
+    out = [head, properties, _FRAME_END]
+    for start in range(0, size, chunk):
         part = body[start : start + chunk]
         out += (_frame_head.pack(_FRAME_BODY, channel, len(part)), part, _FRAME_END)
-    return b"".join(out)
+    return out
