@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
+from functools import partial
 from ssl import SSLContext
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack
@@ -416,7 +417,7 @@ class Publisher:
                             self._link, self._metrics, self._mask, message, options, deadline, span, self.close_timeout
                         )
                     elif await self._spool.publish(
-                        self, message, options, deadline, lambda until: self._publish_one(message, options, until, span)
+                        self, message, options, deadline, partial(self._publish_one, message, options, span=span)
                     ):
                         result = PublishResult(0, message.message_id, "spooled")
                         span.finish(None, result.status)
