@@ -131,10 +131,6 @@ class ConfirmChannel(aiormq.Channel):
         self._outbox: list[bytes] = []
         # Set as soon as the broker's channel.close is read: from then on nothing is written.
         self._refused = False
-        # When the broker last showed progress on this channel (a confirm or return), or when
-        # it went from idle to busy: a busy channel with no progress for long is likely dead.
-        self._last_progress = self.loop.time()
-        self._confirmed_upto = 0  # the highest delivery tag the broker answered
         self.opened_at = self.loop.time()
         # Set by a basic.nack: the link replaces a channel the broker nacks on (see Link.ready_channel).
         self.nacked = False
@@ -196,8 +192,6 @@ class ConfirmChannel(aiormq.Channel):
             future = self.loop.create_future()
         else:
             batch.remaining += 1
-        if tag - 1 <= self._confirmed_upto:  # this is the only unanswered publish
-            self._last_progress = self.loop.time()
         pending = self._pending
         if not pending:
             self._idle.clear()
@@ -236,13 +230,6 @@ class ConfirmChannel(aiormq.Channel):
                 self._settle_tag(other)
                 return
 
-    def stalled_for(self) -> float:
-        """Seconds this channel has waited for confirms without any arriving (0 when idle)."""
-        # Counted by delivery tags, not by open records: a timed-out publish forgets its record.
-        if self._next_tag - 1 <= self._confirmed_upto:
-            return 0.0
-        return self.loop.time() - self._last_progress
-
     async def wait_idle(self) -> None:
         """Return when no publish waits for a confirm."""
         await self._idle.wait()
@@ -250,12 +237,9 @@ class ConfirmChannel(aiormq.Channel):
     # -- frames from the broker -------------------------------------------------------------
 
     async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
-        self._last_progress = self.loop.time()
         if not isinstance(frame, spec.Basic.Ack):
             self.nacked = True
         last = frame.delivery_tag or 0
-        if last > self._confirmed_upto:
-            self._confirmed_upto = last
         if getattr(frame, "multiple", False):
             for tag in range(self._lowest, last + 1):
                 self._settle_tag(tag, frame)
