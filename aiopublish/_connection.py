@@ -12,7 +12,8 @@ import logging
 import re
 import ssl as ssl_module
 import struct
-from collections.abc import Callable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -280,6 +281,7 @@ class ConnectionParams:
             # open the connection; close it rather than leave it (and its tasks) behind.
             _abandon(connection)
             raise
+        await _guard_shutdown()
         return connection
 
     def _new_connection(self, node: str) -> AmqpConnection:
@@ -344,6 +346,40 @@ async def _discard(connection: AmqpConnection, reason: BaseException) -> None:
 
 #: Connections being closed in the background after a cancelled connect (kept alive until done).
 _DISCARDING: set[asyncio.Task[None]] = set()
+
+
+# One async generator per event loop that has opened a connection. asyncio.run() cancels every
+# task at its end, and the cancelled reader and writer of a connection left open (a publisher
+# never closed) start clean-up tasks of aiormq's own, which Python 3.12+ then destroys pending
+# ("Task was destroyed but it is pending!", "Future exception was never retrieved"). The loop
+# finalises async generators after cancelling the tasks, while it still runs: this one's
+# `finally` lets those clean-up tasks finish (bounded), so a forgotten close stays quiet.
+_GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncGenerator[None]] = weakref.WeakKeyDictionary()
+_SHUTDOWN_TURNS = 20
+
+
+async def _settled_at_shutdown() -> AsyncGenerator[None]:
+    try:
+        yield
+    finally:
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current and not task.done()]
+        # A few loop turns finish them (each waits on the one before); a task still waiting on
+        # something else after that is not aiormq's clean-up and is left as it is.
+        for _ in range(_SHUTDOWN_TURNS):
+            if all(task.done() for task in pending):
+                break
+            await asyncio.sleep(0)
+        for task in pending:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: nothing logged for it
+
+
+async def _guard_shutdown() -> None:
+    loop = asyncio.get_running_loop()
+    if loop not in _GUARDS:
+        guard = _GUARDS[loop] = _settled_at_shutdown()
+        await anext(guard)  # started: the loop finalises it at shutdown_asyncgens()
 
 
 async def wait_discarded() -> None:
