@@ -38,7 +38,6 @@ from ._exceptions import (
     ConnectionFailed,
     PublisherClosed,
     PublishTimeout,
-    UndeliverableMessage,
     is_retriable,
 )
 from ._limit import InFlightLimit
@@ -467,12 +466,8 @@ class Publisher:
         return options
 
     def _count_failure(self, exc: BaseException) -> None:
-        self._metrics.failed += 1
-        if isinstance(exc, UndeliverableMessage):
-            if exc.reason == "returned":
-                self._metrics.returned += 1
-            else:
-                self._metrics.nacked += 1
+        # The same status -> counter rule as publish_many's results (Metrics.count).
+        self._metrics.count(result_of(0, "", exc, True))
 
     def _slot_timeout(self, options: Options) -> PublishTimeout:
         return PublishTimeout(
