@@ -197,6 +197,7 @@ async def test_private_node_kill_and_restart_keeps_durable_message(private_rabbi
     confirmation = await channel.basic_publish(body, routing_key=name, properties=PERSISTENT)
     assert isinstance(confirmation, aiormq.spec.Basic.Ack)
 
+    await node.flush_metadata()
     old_pid = node.beam_pid
     assert old_pid is not None
     await node.kill()

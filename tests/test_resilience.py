@@ -65,6 +65,7 @@ async def test_broker_killed_and_restarted_loses_nothing(rabbit_node: RabbitNode
     queue = Queue("resilience-kill", durable=True)
     report = Report()
     async with Publisher(rabbit_node.url(), declare=[queue], retry_policy=FAST_RETRY) as publisher:
+        await rabbit_node.flush_metadata()  # the queue declared on connect survives the kill
         work = asyncio.create_task(
             publish_continuously(publisher, queue.name, count=3000, concurrency=50, publish_timeout=30, report=report)
         )

@@ -256,16 +256,20 @@ class RabbitNode:
             await self._force_down()
         await self._after_exit()
 
+    async def flush_metadata(self) -> None:
+        """Write out the definitions (queues, exchanges) declared so far, as a broker does in time.
+
+        RabbitMQ 3.10 keeps them in Mnesia, whose transaction log it writes out lazily: a durable
+        queue declared just before a kill -9 can come back missing after the restart (seen in CI:
+        the queue gone, so every message in it "lost"). Kill tests are about messages, so they call
+        this after declaring and before killing; the messages are still killed unflushed.
+        """
+        await self.ctl("eval", "mnesia:dump_log().", timeout=30)
+
     async def kill(self) -> None:
         """SIGKILL this node's beam process (never anything else) and wait until it is gone."""
         if not self.running:
             return
-        # RabbitMQ 3.10 keeps queue definitions in Mnesia, whose transaction log it writes out
-        # lazily: a durable queue declared just before a kill -9 can come back missing after the
-        # restart (seen in CI: the queue gone, so every message in it "lost"). The tests are about
-        # messages, not about the broker's own metadata: write the log out, then kill.
-        with contextlib.suppress(RabbitCtlError, TimeoutError, subprocess.TimeoutExpired):
-            await self.ctl("eval", "mnesia:dump_log().", timeout=15)
         pid = self.beam_pid or self._read_beam_pid()
         with contextlib.suppress(ProcessLookupError):  # already dead: fine
             os.kill(pid, signal.SIGKILL)
