@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
+from ._deadlines import ConfirmDeadlines, DeadlinePassed
 from ._exceptions import ConnectionFailed, PublisherClosed, PublishTimeout, is_nack, is_retriable, is_retriable_or_nack
 from ._link import LinkLike
 from ._metrics import Metrics
@@ -67,15 +69,75 @@ async def publish_one(
     deadline: float | None,
     span: NoRecord,
     close_timeout: float,
+    deadlines: ConfirmDeadlines,
 ) -> None:
-    """Publish `message` under `options` by `deadline` (loop time); raise what ended it."""
+    """Publish `message` under `options` by `deadline` (loop time); raise what ended it.
+
+    The usual publish (the channel open, nothing to declare, the broker not blocking, the
+    socket keeping up) is written at once and only waits for its confirm: its deadline is a
+    ConfirmDeadlines entry, not a timer of its own, and the retry policy is not entered
+    unless the attempt fails. Everything else takes the full path (_publish_retrying).
+    """
+    channel = link.ready_channel()
+    if channel is None or options.call_declare or link.is_blocked or channel.backed_up:
+        return await _publish_retrying(link, metrics, mask, message, options, deadline, span, close_timeout)
+    started = time.monotonic()
+    failed: Exception
+    try:
+        future = channel.send(message, track=options.use_confirms)
+    except Exception as exc:
+        failed = exc
+    else:
+        metrics.published += 1
+        if span is not NO_SPAN:
+            span.sent(link, channel)
+        if future is None:
+            return
+        tag = channel.last_delivery_tag
+        if deadline is not None:
+            deadlines.add(deadline, future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            channel.forget(future, tag)  # leave no record behind for a late confirm
+            raise
+        except DeadlinePassed:
+            channel.forget(future, tag)
+            raise _timed_out(link, message, options, deadline, []) from None
+        except Exception as exc:
+            failed = exc
+        else:
+            metrics.confirmed += 1
+            return
+    # The attempt failed (a lost connection, a channel closed for another publish, a nack...):
+    # the full path goes on from its error as if it had made the attempt itself.
+    await _publish_retrying(link, metrics, mask, message, options, deadline, span, close_timeout, failed, started)
+
+
+async def _publish_retrying(
+    link: LinkLike,
+    metrics: Metrics,
+    mask: Callable[[str], str],
+    message: Prepared,
+    options: Options,
+    deadline: float | None,
+    span: NoRecord,
+    close_timeout: float,
+    failed: Exception | None = None,
+    started: float | None = None,
+) -> None:
+    """Attempts under the retry policy inside `deadline`; `failed`: the first attempt's error, if made already."""
     last_error: list[BaseException] = []
+    first = [failed] if failed is not None else []
 
     async def attempt() -> None:
         republished = 0
         while True:
             try:
-                await _attempt(link, metrics, message, options, span)
+                if first:
+                    await _after_failure(link, metrics, message, first.pop())
+                else:
+                    await _attempt(link, metrics, message, options, span)
                 return
             except Bystander as exc:
                 # Another publish's error closed the channel: publish again at once, no attempt spent.
@@ -93,17 +155,17 @@ async def publish_one(
                 policy = options.retry_policy or DEFAULT_RETRY_POLICY
                 retry = is_retriable_or_nack if options.retry_nacked else is_retriable
                 on_retry = retry_hook(metrics, mask, "publish of message", message.message_id, span=span)
-                await policy.run(attempt, retry=retry, on_retry=on_retry)
+                start = time.monotonic() if started is None else started
+                await policy.resume(attempt, start, retry=retry, on_retry=on_retry)
             else:
                 await attempt()
     except TimeoutError:
         if not timer.expired():
             raise
-        if deadline is not None and options.timeout is not None:
-            link.check_alive(deadline - options.timeout)
+        error = _timed_out(link, message, options, deadline, last_error)
         if last_error and is_nack(last_error[0]):
             raise last_error[0] from None  # retry_nacked: the broker kept refusing it until the deadline
-        raise _timeout_error(link, message, options, last_error) from (last_error[0] if last_error else None)
+        raise error from (last_error[0] if last_error else None)
     except PublisherClosed:
         # Called before close(), still unconfirmed when close_timeout ran out.
         raise ConnectionFailed(
@@ -112,9 +174,21 @@ async def publish_one(
         ) from None
 
 
-def _timeout_error(
-    link: LinkLike, message: Prepared, options: Options, last_error: list[BaseException]
+async def _after_failure(link: LinkLike, metrics: Metrics, message: Prepared, error: Exception) -> None:
+    """Go on from a first attempt's error as _attempt would have: probe a Suspect, else raise it."""
+    if not isinstance(error, Suspect):
+        raise error
+    metrics.published += 1
+    await link.probe(message)
+    metrics.confirmed += 1
+
+
+def _timed_out(
+    link: LinkLike, message: Prepared, options: Options, deadline: float | None, last_error: list[BaseException]
 ) -> PublishTimeout:
+    """The PublishTimeout of a publish whose deadline passed; checks that the connection still answers."""
+    if deadline is not None and options.timeout is not None:
+        link.check_alive(deadline - options.timeout)
     text = f"publish of message {message.message_id} did not complete within {options.timeout} s"
     if link.is_blocked:
         text += f": the broker is blocking publishers ({link.blocked_reason})"
@@ -129,7 +203,8 @@ async def _attempt(link: LinkLike, metrics: Metrics, message: Prepared, options:
         await link.ensure_declared(channel, options.call_declare)
     if link.is_blocked:
         await link.wait_unblocked()
-    await channel.wait_writable()
+    if channel.backed_up:
+        await channel.wait_writable()
     future = channel.send(message, track=options.use_confirms)
     metrics.published += 1
     if span is not NO_SPAN:

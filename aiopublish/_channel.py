@@ -40,6 +40,9 @@ __all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishC
 
 log = logging.getLogger("aiopublish")
 
+# Past this many bytes waiting in the socket's send buffer, publishes wait for it to drain.
+_WRITE_BUFFER_HIGH = 4 * 1024 * 1024
+
 
 class PublishChannel(Protocol):
     """What a Publisher needs from a channel; the in-memory test broker provides the same."""
@@ -55,6 +58,9 @@ class PublishChannel(Protocol):
     def send(
         self, message: Prepared, *, track: bool, batch: Batch | None = None, index: int = 0
     ) -> asyncio.Future[None] | None: ...
+
+    @property
+    def backed_up(self) -> bool: ...
 
     async def wait_writable(self) -> None: ...
 
@@ -210,9 +216,14 @@ class ConfirmChannel(aiormq.Channel):
         self._written_upto = self._next_tag - 1
         self._transport.write(data)
 
+    @property
+    def backed_up(self) -> bool:
+        """Whether the socket's send buffer is over its high-water mark: wait_writable() would wait."""
+        return self._transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
+
     async def wait_writable(self) -> None:
         """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker)."""
-        if self._transport.get_write_buffer_size() > 4 * 1024 * 1024:
+        if self._transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
             await self.connection.stream_writer.drain()
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:

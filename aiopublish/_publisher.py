@@ -32,6 +32,7 @@ from . import _tracing
 from ._attempts import publish_one, retry_hook
 from ._batch import prepare_batch, publish_prepared
 from ._connection import ConnectionParams, mask_url
+from ._deadlines import ConfirmDeadlines
 from ._declarations import Declarable
 from ._durations import seconds
 from ._exceptions import (
@@ -159,6 +160,7 @@ class Publisher:
         if close_timeout is not None:
             self.close_timeout = seconds(close_timeout, "close_timeout")
         self._slots = InFlightLimit(self.max_in_flight)
+        self._deadlines = ConfirmDeadlines()  # the confirm deadlines of publishes that wait only for their confirm
         self._override_cache: dict[tuple[Any, ...], Options] = {}
         self._metrics = Metrics()
         self._link: LinkLike = self._make_link()
@@ -281,6 +283,7 @@ class Publisher:
             raise
         finally:
             self._state = _State.CLOSED
+            self._deadlines.close()
             if not self._closed.done():
                 self._closed.set_result(None)
 
@@ -360,6 +363,7 @@ class Publisher:
             self._link.abandon()
             self._link = self._make_link()
             self._slots = InFlightLimit(self.max_in_flight)
+            self._deadlines = ConfirmDeadlines()
             self._active = 0
             self._drained = None
             if self._state is _State.CLOSING:  # closing in a loop that ended: the close is over
@@ -413,7 +417,15 @@ class Publisher:
                     if self._spool is None:
                         # Awaited directly (no method in between): one coroutine frame less per publish.
                         await publish_one(
-                            self._link, self._metrics, self._mask, message, options, deadline, span, self.close_timeout
+                            self._link,
+                            self._metrics,
+                            self._mask,
+                            message,
+                            options,
+                            deadline,
+                            span,
+                            self.close_timeout,
+                            self._deadlines,
                         )
                     elif await self._spool.publish(
                         self, message, options, deadline, partial(self._publish_one, message, options, span=span)
@@ -476,7 +488,9 @@ class Publisher:
         )
 
     async def _publish_one(self, message: Prepared, options: Options, deadline: float | None, span: NoRecord) -> None:
-        await publish_one(self._link, self._metrics, self._mask, message, options, deadline, span, self.close_timeout)
+        await publish_one(
+            self._link, self._metrics, self._mask, message, options, deadline, span, self.close_timeout, self._deadlines
+        )
 
     # -- batches -----------------------------------------------------------------------------
 

@@ -480,8 +480,23 @@ class RetryPolicy:
         on_retry: Callable[[RetryState], object] | None = None,
     ) -> T:
         """Await fn() until it succeeds or the policy gives up; the last exception itself propagates."""
+        return await self.resume(fn, time.monotonic(), retry=retry, on_retry=on_retry)
+
+    async def resume(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        start: float,
+        *,
+        retry: Callable[[BaseException], bool] | None = None,
+        on_retry: Callable[[RetryState], object] | None = None,
+    ) -> T:
+        """run(), its clock (RetryState.elapsed) started at time.monotonic() `start`.
+
+        For a caller whose first attempt began before the policy was entered: Publisher.publish
+        makes it without the policy's machinery (most succeed) and enters the policy only when
+        it failed, with an `fn` whose first call goes on from that failure.
+        """
         should_retry = self.retry if self.retry is not None else retry
-        start = time.monotonic()
         attempt = 0
         while True:
             attempt += 1

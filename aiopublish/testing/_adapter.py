@@ -91,6 +91,10 @@ class MemoryChannel:
             return _undeliverable(recorded, message.message_id)
         return None
 
+    @property
+    def backed_up(self) -> bool:
+        return False  # nothing is buffered: send() delivers at once
+
     async def wait_writable(self) -> None:
         return None
 
