@@ -137,6 +137,7 @@ class ConfirmChannel(aiormq.Channel):
         self._outbox: list[bytes] = []
         # Set as soon as the broker's channel.close is read: from then on nothing is written.
         self._refused = False
+        self._returning = False  # a basic.return's content is being read (see confirm_now)
         self.opened_at = self.loop.time()
         # Set by a basic.nack: the link replaces a channel the broker nacks on (see Link.ready_channel).
         self.nacked = False
@@ -248,16 +249,33 @@ class ConfirmChannel(aiormq.Channel):
     # -- frames from the broker -------------------------------------------------------------
 
     async def _on_confirm_frame(self, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject) -> None:
-        if not isinstance(frame, spec.Basic.Ack):
-            self.nacked = True
-        last = frame.delivery_tag or 0
-        if getattr(frame, "multiple", False):
-            for tag in range(self._lowest, last + 1):
-                self._settle_tag(tag, frame)
-        else:
-            self._settle_tag(last, frame)
+        self._confirm(
+            frame.delivery_tag or 0, bool(getattr(frame, "multiple", False)), isinstance(frame, spec.Basic.Ack)
+        )
 
-    def _settle_tag(self, tag: int, frame: spec.Basic.Ack | spec.Basic.Nack | spec.Basic.Reject | None = None) -> None:
+    def confirm_now(self, delivery_tag: int, multiple: bool, acked: bool) -> bool:
+        """Settle a basic.ack/nack the connection just read, unless frames before it are still to be read here.
+
+        Called by the connection's reader (_frames.ConfirmFrames) instead of queueing the frame for
+        this channel's reader task; False when it must be queued after them (a basic.return
+        being read, or frames waiting in the queue), so the channel sees its frames in order.
+        """
+        if self._returning or not self.frames.empty():
+            return False
+        self._confirm(delivery_tag, multiple, acked)
+        return True
+
+    def _confirm(self, last: int, multiple: bool, acked: bool) -> None:
+        if not acked:
+            self.nacked = True
+        if multiple:
+            for tag in range(self._lowest, last + 1):
+                self._settle_tag(tag, acked)
+        else:
+            self._settle_tag(last, acked)
+
+    def _settle_tag(self, tag: int, acked: bool | None = None) -> None:
+        """Drop the record of `tag`; give its publish the outcome of a confirm (`acked`), or none (None)."""
         pending = self._pending.pop(tag, None)
         if pending is None:
             return
@@ -269,9 +287,9 @@ class ConfirmChannel(aiormq.Channel):
                 self._lowest += 1
         if not self._pending:
             self._idle.set()
-        if frame is None:
+        if acked is None:
             return
-        if not isinstance(frame, spec.Basic.Ack):
+        if not acked:
             _deliver(pending, _undeliverable("nacked", message))
         elif pending.returned is not None:
             code, text = pending.returned
@@ -289,8 +307,12 @@ class ConfirmChannel(aiormq.Channel):
             del self._returnable[message_id]
 
     async def _on_return_frame(self, frame: spec.Basic.Return) -> None:
-        header = await self._Channel__get_content_header()  # type: ignore[attr-defined]
-        delivered: DeliveredMessage = await self._read_content(frame, header)
+        self._returning = True  # until the return is recorded, confirms wait in the queue behind it
+        try:
+            header = await self._Channel__get_content_header()  # type: ignore[attr-defined]
+            delivered: DeliveredMessage = await self._read_content(frame, header)
+        finally:
+            self._returning = False
         message_id = delivered.header.properties.message_id
         exchange = default_exchange(frame.exchange or "")
         for tag in self._returnable.get(message_id or "", ()):

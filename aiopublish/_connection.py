@@ -25,6 +25,7 @@ from pamqp import commands as spec
 from yarl import URL
 
 from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, VhostNotFound, translate
+from ._frames import ConfirmFrames
 
 __all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
 
@@ -466,6 +467,16 @@ class AmqpConnection(aiormq.Connection):
             raise aiormq.exceptions.InvalidFrameError(f"Expected one of {request.valid_responses!r}, got {frame!r}")
         return frame
 
+    async def _Connection__reader(self, frame_receiver: Any) -> None:
+        # aiormq's reader loop, reading through ConfirmFrames: confirms are settled as they are read.
+        frames = ConfirmFrames(frame_receiver.reader, self.channels.get, self._heard_from_broker)
+        await super()._Connection__reader(frames)  # type: ignore[misc]
+
+    def _heard_from_broker(self) -> None:
+        # What aiormq's loop notes for each frame it sees (heartbeat checks, last_received);
+        # the confirms ConfirmFrames settles itself never reach that loop.
+        self._Connection__last_frame_time = self.loop.time()
+
     def next_channel_number(self) -> int:
         """A free channel number, counting up rather than reusing the lowest free one.
 
@@ -490,7 +501,7 @@ class AmqpConnection(aiormq.Connection):
     @property
     def last_received(self) -> float:
         """Loop time of the last frame read from the broker (heartbeats included)."""
-        return float(self._Connection__last_frame_time)  # type: ignore[attr-defined]
+        return float(self._Connection__last_frame_time)
 
     async def round_trip(self) -> None:
         """Open and close a spare channel: two requests the broker must answer, on any vhost, with no rights."""

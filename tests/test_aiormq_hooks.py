@@ -38,6 +38,11 @@ HOOKS: list[tuple[type, str, str]] = [
     (aiormq.Channel, "_on_return_frame", "overridden: basic.return matched by aiopublish"),
     (aiormq.Channel, "_on_close_frame", "overridden: nothing is written after the broker's channel.close"),
     (aiormq.Connection, "_rpc", "overridden: a connection.close answering connection.open (a missing vhost)"),
+    (
+        aiormq.Connection,
+        "_Connection__reader",
+        "overridden: frames read through ConfirmFrames (confirms settled at once)",
+    ),
 ]
 # Set in aiormq's __init__, so only an instance has them: (class, attribute, expected type, why).
 INSTANCE_HOOKS: list[tuple[type, str, type, str]] = [
@@ -56,6 +61,8 @@ CALL_SITES = {
     "_on_return_frame": (aiormq.channel, "self._on_return_frame("),
     "_on_close_frame": (aiormq.channel, "self._on_close_frame("),
     "_rpc": (aiormq.connection, "self._rpc("),
+    # ConfirmFrames replaces the FrameReceiver this loop iterates, and reads its StreamReader.
+    "_Connection__reader": (aiormq.connection, "async for weight, channel, frame in frame_receiver:"),
 }
 KNOWN = {name for _, name, _ in HOOKS} | {name for _, name, _, _ in INSTANCE_HOOKS}
 
@@ -72,6 +79,13 @@ def test_private_method_exists_and_is_called(base: type, name: str, use: str) ->
         pytest.fail(
             f"aiormq {AIORMQ} no longer has `{needle}` in {module.__name__}: the {name} hook ({use}) is never reached"
         )
+
+
+def test_the_reader_loop_gets_a_frame_receiver_with_its_stream_reader() -> None:
+    """aiormq starts its reader loop with the FrameReceiver whose StreamReader ConfirmFrames reads."""
+    source = inspect.getsource(aiormq.connection)
+    assert "self.__reader(frame_receiver)" in source
+    assert "self.reader: asyncio.StreamReader = reader" in inspect.getsource(aiormq.connection.FrameReceiver)
 
 
 async def test_private_instance_attributes_exist(amqp_url: str) -> None:

@@ -119,6 +119,9 @@ class TcpProxy:
         self._stopped = False
         self._refusing = False
         self._silent = False
+        #: When set, what the broker sends is forwarded in writes of at most this many bytes, one per
+        #: loop turn, so the client reads frames split at arbitrary points (see trickle()).
+        self.trickle_bytes: int | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -238,6 +241,10 @@ class TcpProxy:
 
     # -- internals ----------------------------------------------------------------------
 
+    def trickle(self, size: int | None) -> None:
+        """Forward the broker's bytes `size` at a time, a loop turn apart (None: as they come)."""
+        self.trickle_bytes = size
+
     def _check_running(self) -> None:
         if not self._started or self._stopped:
             raise RuntimeError("TcpProxy is not running")
@@ -311,7 +318,7 @@ class TcpProxy:
             loop = asyncio.get_running_loop()
             pumps = [
                 loop.create_task(self._pump(link, link.client_reader, up_writer)),
-                loop.create_task(self._pump(link, up_reader, link.client_writer)),
+                loop.create_task(self._pump(link, up_reader, link.client_writer, self)),
             ]
             # When either side closes, close both (as a NAT/proxy would).
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -339,7 +346,9 @@ class TcpProxy:
                 self._links.discard(link)
 
     @staticmethod
-    async def _pump(link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: TcpProxy | None = None
+    ) -> None:
         try:
             while True:
                 data = await reader.read(_CHUNK)
@@ -349,7 +358,14 @@ class TcpProxy:
                     # Read just before the freeze: hold it, never forward it.
                     await link.dead.wait()
                     return
-                writer.write(data)
-                await writer.drain()
+                size = downstream.trickle_bytes if downstream is not None else None
+                if size is None:
+                    writer.write(data)
+                    await writer.drain()
+                    continue
+                for start in range(0, len(data), size):
+                    writer.write(data[start : start + size])
+                    await writer.drain()
+                    await asyncio.sleep(0)  # a loop turn: the client reads this piece on its own
         except OSError:
             return
