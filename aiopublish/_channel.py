@@ -268,11 +268,26 @@ class ConfirmChannel(aiormq.Channel):
     def _confirm(self, last: int, multiple: bool, acked: bool) -> None:
         if not acked:
             self.nacked = True
-        if multiple:
+        if not multiple:
+            self._settle_tag(last, acked)
+            return
+        pending = self._pending
+        if not acked or self._returnable:
             for tag in range(self._lowest, last + 1):
                 self._settle_tag(tag, acked)
-        else:
-            self._settle_tag(last, acked)
+            return
+        # The usual confirm: a multiple ack of publishes none of which can come back returned.
+        if last < self._lowest:
+            return
+        for tag in range(self._lowest, last + 1):
+            record = pending.pop(tag, None)
+            if record is not None:
+                _deliver(record, None)
+        self._lowest = min(last + 1, self._next_tag)
+        while self._lowest < self._next_tag and self._lowest not in pending:
+            self._lowest += 1
+        if not pending:
+            self._idle.set()
 
     def _settle_tag(self, tag: int, acked: bool | None = None) -> None:
         """Drop the record of `tag`; give its publish the outcome of a confirm (`acked`), or none (None)."""

@@ -383,7 +383,7 @@ class Publisher:
         that cannot be encoded; in the last three cases nothing was sent. With a `spool`, a
         publish the broker is unreachable for returns status "spooled" instead of raising.
         """
-        span = _tracing.NO_SPAN
+        span = NO_SPAN
         try:
             loop = asyncio.get_running_loop()
             if loop is not self._loop or self._state is not _State.OPEN:
@@ -411,7 +411,8 @@ class Publisher:
                         raise self._slot_timeout(options) from None
                 try:
                     message = options.prepare(payload)
-                    span.set_message(message.message_id, len(message.body))
+                    if span is not NO_SPAN:
+                        span.set_message(message.message_id, len(message.body))
                     if options.mandatory and not options.use_confirms:
                         warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
                     if self._spool is None:
@@ -443,8 +444,9 @@ class Publisher:
             self._count_failure(exc)
             span.finish(exc)
             raise
-        result = result_of(0, message.message_id, None, options.use_confirms)
-        span.finish(None, result.status)
+        result = PublishResult(0, message.message_id, "confirmed" if options.use_confirms else "sent")
+        if span is not NO_SPAN:
+            span.finish(None, result.status)
         return result
 
     def _options_for(self, kwargs: Mapping[str, Any], where: str = "publish()") -> Options:

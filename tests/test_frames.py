@@ -248,3 +248,27 @@ async def test_the_channel_declines_while_frames_wait_in_its_queue(amqp_url: str
         channel._returning = False
         await future  # the broker's own ack settles it
     assert await broker.depth(queue) == 2
+
+
+async def test_a_multiple_ack_settles_up_to_its_tag_and_a_stale_one_nothing(amqp_url: str, broker: Broker) -> None:
+    """A multiple ack settles every publish up to its tag and none after; the broker's own later acks of the
+    same tags (stale by then) settle only what is still open, and later publishes are confirmed as usual."""
+    queue = await broker.queue()
+    async with Publisher(amqp_url, routing_key=queue) as publisher:
+        await publisher.publish("open the channel")
+        channel = publisher._link.ready_channel()
+        assert channel is not None
+        futures = [channel.send(publisher._defaults.prepare(i), track=True) for i in range(5)]
+        tags = [channel.last_delivery_tag - 4 + i for i in range(5)]
+        assert channel.confirm_now(tags[2], True, True)  # as if the broker had acked the first three at once
+        assert [f is not None and f.done() for f in futures] == [True, True, True, False, False]
+        assert channel.in_flight == 2
+        await asyncio.gather(*(f for f in futures if f is not None))  # the broker's acks: the last two settle
+        assert channel.in_flight == 0
+        assert channel.confirm_now(tags[4] + 100, True, True)  # beyond anything sent: settles nothing
+        later = [channel.send(publisher._defaults.prepare(i), track=True) for i in range(3)]
+        assert channel.confirm_now(channel.last_delivery_tag, True, True)  # these three, at once
+        assert all(f is not None and f.done() for f in later)
+        result = await publisher.publish("after")
+        assert result.status == "confirmed" and channel.in_flight == 0
+    assert await broker.depth(queue) == 10
