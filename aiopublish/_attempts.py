@@ -9,6 +9,10 @@ its confirm. Around it:
 - a Suspect (it may have caused that error) is published again alone (Link.probe);
 - anything retriable waits as the retry policy says (with `retry_nacked`, nacks too);
 - the deadline turns into PublishTimeout naming the last error, or the nack itself.
+
+Most publishes need none of that: the first attempt is made without the retry policy
+and without a timer of its own (publish_one's fast path), and only one that fails
+goes on, from its error, under the policy (_publish_retrying).
 """
 
 from __future__ import annotations

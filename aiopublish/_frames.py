@@ -39,12 +39,12 @@ _FRAME_HEAD = struct.Struct(">BHI")  # type, channel, payload size
 _HEAD_SIZE = _FRAME_HEAD.size  # 7
 _FRAME_END = 0xCE
 _FRAME_METHOD = 1
-# basic.ack and basic.nack method frames: class 60, method 80 / 120, a 64-bit delivery tag
-# and one octet of bits (multiple; requeue for a nack). 13 bytes of payload each.
-_ACK = b"\x00\x3c\x00\x50"
-_NACK = b"\x00\x3c\x00\x78"
+# basic.ack and basic.nack method frames: class 60, method 80 / 120 (as one 32-bit number), a
+# 64-bit delivery tag and one octet of bits (multiple; requeue for a nack). 13 bytes of payload each.
+_ACK = 0x003C0050
+_NACK = 0x003C0078
 _CONFIRM_SIZE = 13
-_TAG = struct.Struct(">QB")
+_CONFIRM = struct.Struct(">IQB")
 
 Received = tuple[int, int, Any]  # (bytes consumed, channel number, pamqp frame), as FrameReceiver yields
 
@@ -99,6 +99,7 @@ class ConfirmFrames:
 
     def _split(self, buffer: bytearray) -> None:
         ready = self._ready
+        channels = self._channels
         end = len(buffer)
         offset = 0
         while end - offset > _HEAD_SIZE:
@@ -108,14 +109,17 @@ class ConfirmFrames:
                 break  # the frame end octet is not here yet
             if buffer[stop] != _FRAME_END:
                 raise InvalidFrameError(f"frame on channel {number} does not end with 0xCE")
-            if (
-                kind == _FRAME_METHOD
-                and size == _CONFIRM_SIZE
-                and not ready  # nothing read before it is still to be handed on
-                and self._settled(buffer, offset + _HEAD_SIZE, number)
-            ):
-                offset = stop + 1
-                continue
+            # A confirm, with nothing read before it still to be handed on: settled here if its
+            # channel takes it. ConfirmChannel.confirm_now(delivery_tag, multiple, acked) -> bool
+            # is False when the frame must go the usual way; aiormq's own channels (and a channel
+            # already gone) have none, and their confirms take aiormq's path.
+            if kind == _FRAME_METHOD and size == _CONFIRM_SIZE and not ready:
+                method, tag, bits = _CONFIRM.unpack_from(buffer, offset + _HEAD_SIZE)
+                if method in (_ACK, _NACK):
+                    confirm_now = getattr(channels(number), "confirm_now", None)
+                    if confirm_now is not None and confirm_now(tag, bool(bits & 1), method == _ACK):
+                        offset = stop + 1
+                        continue
             raw = bytes(buffer[offset : stop + 1])
             try:
                 ready.append(pamqp.frame.unmarshal(raw))
@@ -123,20 +127,3 @@ class ConfirmFrames:
                 raise InvalidFrameError(str(e)) from e
             offset = stop + 1
         del buffer[:offset]
-
-    def _settled(self, buffer: bytearray, start: int, number: int) -> bool:
-        method = buffer[start : start + 4]
-        if method == _ACK:
-            acked = True
-        elif method == _NACK:
-            acked = False
-        else:
-            return False
-        # ConfirmChannel.confirm_now(delivery_tag, multiple, acked) -> bool: False when the frame
-        # must go the usual way. Looked up by name: aiormq's own channels (and a channel already
-        # gone) have none, and their confirms take aiormq's path.
-        confirm_now = getattr(self._channels(number), "confirm_now", None)
-        if confirm_now is None:
-            return False
-        tag, bits = _TAG.unpack_from(buffer, start + 4)
-        return bool(confirm_now(tag, bool(bits & 1), acked))

@@ -11,7 +11,7 @@ from aiormq.exceptions import AMQPConnectionError, InvalidFrameError
 from pamqp import body, commands, frame, header
 from pamqp.heartbeat import Heartbeat
 
-from aiopublish import Publisher
+from aiopublish import Publisher, PublishTimeout
 from aiopublish._frames import ConfirmFrames
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
@@ -175,19 +175,12 @@ async def test_a_broken_socket_is_a_connection_error() -> None:
         await anext(frames)
 
 
-@pytest.mark.parametrize("rounds", [3])
-async def test_returns_among_confirms_over_four_queues_are_each_reported(
-    amqp_url: str, broker: Broker, rounds: int
-) -> None:
-    """2,000 mandatory publishes over 4 queues, every 7th unroutable: RabbitMQ acks nearly one by one.
-
-    Each return must be recorded before its ack settles the publish: exactly the unroutable
-    ones are "returned", the rest confirmed, per message id, and each queue holds its own.
-    """
+async def _returns_over_four_queues(url: str, broker: Broker, rounds: int, n: int = 2_000) -> None:
+    """n mandatory publishes over 4 queues, every 7th unroutable, `rounds` times through publish_many
+    and through concurrent publish(): exactly the unroutable ones are returned, per message."""
     queues = [await broker.queue() for _ in range(4)]
-    n = 2_000
     keys = ["nowhere" if i % 7 == 3 else queues[i % 4] for i in range(n)]
-    async with Publisher(amqp_url, mandatory=True) as publisher:
+    async with Publisher(url, mandatory=True) as publisher:
         for _ in range(rounds):
             results = await publisher.publish_many([{"i": i} for i in range(n)], routing_keys=keys)
             assert [r.status for r in results] == ["returned" if k == "nowhere" else "confirmed" for k in keys]
@@ -201,6 +194,35 @@ async def test_returns_among_confirms_over_four_queues_are_each_reported(
     routed = [k for k in keys if k != "nowhere"]
     for queue in queues:
         assert await broker.depth(queue) == 2 * rounds * routed.count(queue)
+
+
+async def test_returns_among_confirms_over_four_queues_are_each_reported(amqp_url: str, broker: Broker) -> None:
+    """2,000 mandatory publishes over 4 queues, every 7th unroutable: RabbitMQ acks nearly one by one.
+
+    Each return must be recorded before its ack settles the publish: exactly the unroutable
+    ones are "returned", the rest confirmed, per message id, and each queue holds its own.
+    """
+    await _returns_over_four_queues(amqp_url, broker, rounds=3)
+
+
+def test_on_uvloop_returns_confirms_and_deadlines_come_out_the_same(amqp_url: str) -> None:
+    """The same on uvloop, whose loop orders callbacks its own way; and a deadline still ends a publish."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        broker = Broker(amqp_url)
+        try:
+            await _returns_over_four_queues(amqp_url, broker, rounds=2)
+            queue = await broker.queue()
+            async with Publisher(amqp_url, routing_key=queue) as publisher:
+                with pytest.raises(PublishTimeout):
+                    await publisher.publish("too hasty", timeout=1e-9)
+                assert (await publisher.publish("next")).status == "confirmed"
+        finally:
+            await broker.cleanup()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
 
 
 @pytest.mark.parametrize("size", [5, 23])
