@@ -262,7 +262,10 @@ class ConfirmChannel(aiormq.Channel):
         """
         if self._returning or not self.frames.empty():
             return False
-        self._confirm(delivery_tag, multiple, acked)
+        if multiple or not acked:
+            self._confirm(delivery_tag, multiple, acked)
+        else:  # a single ack: RabbitMQ sends these one per message when a batch spans queues
+            self._settle_tag(delivery_tag, True)
         return True
 
     def _confirm(self, last: int, multiple: bool, acked: bool) -> None:
@@ -302,15 +305,18 @@ class ConfirmChannel(aiormq.Channel):
                 self._lowest += 1
         if not self._pending:
             self._idle.set()
-        if acked is None:
+        if acked and pending.returned is None:  # confirmed: the usual outcome, without _deliver's call
+            if pending.batch is not None:
+                pending.batch.settle(pending.index, None)
+            elif pending.future is not None and not pending.future.done():
+                pending.future.set_result(None)
+        elif acked is None:
             return
-        if not acked:
+        elif not acked:
             _deliver(pending, _undeliverable("nacked", message))
-        elif pending.returned is not None:
-            code, text = pending.returned
-            _deliver(pending, _undeliverable("returned", message, code, text))
         else:
-            _deliver(pending, None)
+            code, text = pending.returned or (0, "")
+            _deliver(pending, _undeliverable("returned", message, code, text))
 
     def _unindex_return(self, message_id: str, tag: int) -> None:
         tags = self._returnable.get(message_id)
