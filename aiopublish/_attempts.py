@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from ._blame import BYSTANDER_REPUBLISHES, Bystander, Suspect
+from ._channel import PublishChannel, wait_confirm
 from ._deadlines import ConfirmDeadlines, DeadlinePassed
 from ._exceptions import ConnectionFailed, PublisherClosed, PublishTimeout, is_nack, is_retriable, is_retriable_or_nack
 from ._link import LinkLike
@@ -88,18 +89,16 @@ async def publish_one(
     started = time.monotonic()
     failed: Exception
     try:
-        future = channel.send(message, track=options.use_confirms)
+        future = _write(link, metrics, channel, message, options, span)
     except Exception as exc:
         failed = exc
     else:
-        metrics.published += 1
-        if span is not NO_SPAN:
-            span.sent(link, channel)
         if future is None:
             return
         tag = channel.last_delivery_tag
         if deadline is not None:
             deadlines.add(deadline, future)
+        # wait_confirm's work, inline (one coroutine less per publish), and the deadline's.
         try:
             await future
         except asyncio.CancelledError:
@@ -209,21 +208,24 @@ async def _attempt(link: LinkLike, metrics: Metrics, message: Prepared, options:
         await link.wait_unblocked()
     if channel.backed_up:
         await channel.wait_writable()
+    future = _write(link, metrics, channel, message, options, span)
+    if future is None:
+        return
+    try:
+        await wait_confirm(channel, future, channel.last_delivery_tag)
+    except Suspect as exc:
+        # Another publish's channel error may be this one's: publish it again alone to know.
+        await _after_failure(link, metrics, message, exc)
+        return
+    metrics.confirmed += 1
+
+
+def _write(
+    link: LinkLike, metrics: Metrics, channel: PublishChannel, message: Prepared, options: Options, span: NoRecord
+) -> asyncio.Future[None] | None:
+    """Queue the message's frames on `channel` and count it; the future of its confirm (None without confirms)."""
     future = channel.send(message, track=options.use_confirms)
     metrics.published += 1
     if span is not NO_SPAN:
         span.sent(link, channel)
-    if future is None:
-        return
-    tag = channel.last_delivery_tag
-    try:
-        await future
-    except asyncio.CancelledError:
-        # Cancelled or timed out while waiting: leave no record behind for a late confirm.
-        channel.forget(future, tag)
-        raise
-    except Suspect:
-        # Another publish's channel error may be this one's: publish it again alone to know.
-        metrics.published += 1
-        await link.probe(message)
-    metrics.confirmed += 1
+    return future

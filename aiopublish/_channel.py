@@ -36,7 +36,7 @@ from ._connection import AmqpConnection
 from ._exceptions import ChannelError, UndeliverableMessage, channel_error, from_channel_closed
 from ._options import Prepared
 
-__all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel"]
+__all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishChannel", "wait_confirm"]
 
 log = logging.getLogger("aiopublish")
 
@@ -224,7 +224,7 @@ class ConfirmChannel(aiormq.Channel):
 
     async def wait_writable(self) -> None:
         """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker)."""
-        if self._transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
+        if self.backed_up:
             await self.connection.stream_writer.drain()
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
@@ -305,18 +305,15 @@ class ConfirmChannel(aiormq.Channel):
                 self._lowest += 1
         if not self._pending:
             self._idle.set()
-        if acked and pending.returned is None:  # confirmed: the usual outcome, without _deliver's call
-            if pending.batch is not None:
-                pending.batch.settle(pending.index, None)
-            elif pending.future is not None and not pending.future.done():
-                pending.future.set_result(None)
-        elif acked is None:
+        if acked is None:
             return
-        elif not acked:
+        if not acked:
             _deliver(pending, _undeliverable("nacked", message))
-        else:
-            code, text = pending.returned or (0, "")
+        elif pending.returned is not None:
+            code, text = pending.returned
             _deliver(pending, _undeliverable("returned", message, code, text))
+        else:
+            _deliver(pending, None)
 
     def _unindex_return(self, message_id: str, tag: int) -> None:
         tags = self._returnable.get(message_id)
@@ -390,6 +387,18 @@ class ConfirmChannel(aiormq.Channel):
             _deliver(pending, error)
         self._returnable.clear()
         self._outbox.clear()
+
+
+async def wait_confirm(channel: PublishChannel, future: asyncio.Future[None], tag: int) -> None:
+    """Await the confirm of the publish with delivery tag `tag` on `channel`.
+
+    Cancelled (or timed out) while waiting, it leaves no record behind for a late confirm.
+    """
+    try:
+        await future
+    except asyncio.CancelledError:
+        channel.forget(future, tag)
+        raise
 
 
 def _undeliverable(reason: str, message: Prepared, code: int | None = None, text: str | None = None) -> Exception:

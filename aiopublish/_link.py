@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from ._blame import ChannelInterrupted, describe
-from ._channel import ConfirmChannel, PublishChannel
+from ._channel import ConfirmChannel, PublishChannel, wait_confirm
 from ._connection import AmqpConnection, ConnectionParams, mask_url, wait_discarded
 from ._declarations import Entity, Exchange, Queue, declare, expand
 from ._exceptions import (
@@ -316,12 +316,7 @@ class Link:
                     channel = self._probe_channel = await ConfirmChannel.open_on(connection, isolated=True)
             future = channel.send(message, track=True)
             assert future is not None
-            tag = channel.last_delivery_tag
-            try:
-                await future
-            except asyncio.CancelledError:
-                channel.forget(future, tag)
-                raise
+            await wait_confirm(channel, future, channel.last_delivery_tag)
 
     # -- events ------------------------------------------------------------------------------
 
