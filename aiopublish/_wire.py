@@ -153,13 +153,7 @@ def field_table(table: Mapping[str, Any], what: str = "headers") -> bytes:
 
     Raises TypeError/ValueError naming the header by its path, e.g. ``headers['a']['b']``.
     """
-    try:
-        return _table(table)
-    except _Refused as refused:
-        path = what + "".join(reversed(refused.path))
-        raise refused.kind(f"{path} {refused.text}") from None
-    except RecursionError:
-        raise ValueError(f"{what} nest too deeply (or contain themselves) to be sent") from None
+    return _naming_refusals(_table, table, what)
 
 
 def table_entries(table: Mapping[str, Any], what: str = "headers") -> bytes:
@@ -168,8 +162,13 @@ def table_entries(table: Mapping[str, Any], what: str = "headers") -> bytes:
     For splicing per-message headers after an option set's encoded ones (see
     PropertiesTemplate.encode_with_headers); refusals as field_table's.
     """
+    return _naming_refusals(_entries, table, what)
+
+
+def _naming_refusals(encode: Callable[[Mapping[Any, Any]], bytes], table: Mapping[str, Any], what: str) -> bytes:
+    """`encode(table)`, a refusal raised as TypeError/ValueError naming its path under `what`."""
     try:
-        return _entries(table)
+        return encode(table)
     except _Refused as refused:
         path = what + "".join(reversed(refused.path))
         raise refused.kind(f"{path} {refused.text}") from None
