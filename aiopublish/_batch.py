@@ -45,8 +45,6 @@ def prepare_batch(
     for name, values in (("routing_keys", routing_keys), ("headers", headers)):
         if values is not None and len(values) != len(payloads):
             raise ValueError(f"{name} has {len(values)} entries for {len(payloads)} payloads")
-    if routing_keys is None and headers is None:
-        return _prepare_uniform(payloads, options)
     messages: list[Prepared | None] = []
     refused: dict[int, BaseException] = {}
     prepare = options.prepare
@@ -61,20 +59,6 @@ def prepare_batch(
                     routing_key = check_routing_key("routing_key", routing_key)
                     checked.add(routing_key)
             messages.append(prepare(payload, routing_key, None if headers is None else headers[index]))
-        except (TypeError, ValueError) as exc:
-            refused[index] = _refusal(index, exc)
-            messages.append(None)
-    return messages, refused
-
-
-def _prepare_uniform(payloads: list[Any], options: Options) -> tuple[list[Prepared | None], dict[int, BaseException]]:
-    """prepare_batch without per-message routing keys or headers."""
-    messages: list[Prepared | None] = []
-    refused: dict[int, BaseException] = {}
-    prepare = options.prepare
-    for index, payload in enumerate(payloads):
-        try:
-            messages.append(prepare(payload))
         except (TypeError, ValueError) as exc:
             refused[index] = _refusal(index, exc)
             messages.append(None)
