@@ -26,7 +26,6 @@ import sys
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -228,12 +227,9 @@ def machine_info(admin: Admin) -> Json:
                 break
     except OSError:
         pass
-    versions: Json = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    import clients  # sibling module
+
+    versions: Json = dict(clients.installed_versions(LIBRARIES))
     info: Json = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_model": cpu_model,

@@ -15,12 +15,25 @@ import contextlib
 import json
 import resource
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 WINDOW = 512
 CONTENT_TYPE = "application/json"
+
+
+def installed_versions(names: Iterable[str]) -> dict[str, str | None]:
+    """Each distribution's installed version, None for one that is not installed (for the results files)."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def payload(i: int) -> dict[str, Any]:

@@ -61,7 +61,6 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -340,12 +339,9 @@ def measure(args: argparse.Namespace) -> dict[str, Json]:
 
 
 def environment() -> Json:
-    versions: Json = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    import clients  # sibling module
+
+    versions: Json = dict(clients.installed_versions(LIBRARIES))
     valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True, check=False).stdout.strip()
     return {
         "python": platform.python_version(),

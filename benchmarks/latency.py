@@ -36,7 +36,6 @@ import subprocess
 import sys
 import time
 import traceback
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -279,12 +278,9 @@ def machine(admin: Admin) -> Json:
         if line.startswith("model name"):
             cpu_model = line.split(":", 1)[1].strip()
             break
-    versions: Json = {}
-    for name in ("aiopublish", "aio-pika", "aiormq", "pamqp", "faststream"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    import clients  # sibling module
+
+    versions: Json = dict(clients.installed_versions(("aiopublish", "aio-pika", "aiormq", "pamqp", "faststream")))
     info: Json = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_model": cpu_model,
