@@ -8,6 +8,7 @@ import gc
 import random
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -71,6 +72,23 @@ class Ticker:
             now = time.perf_counter()
             self.longest = max(self.longest, now - last)
             last = now
+
+
+async def gather_timed(tasks: list[asyncio.Task[Any]]) -> tuple[list[Any], float, float]:
+    """Gather `tasks` (exceptions returned) with the GC paused: (results, longest loop turn, idle turn).
+
+    The idle turn is the longest of the same loop's turns with nothing due, measured just
+    before, as a baseline for this machine at this moment.
+    """
+    ticker = Ticker()
+    ticker.start()
+    await asyncio.sleep(0.2)
+    baseline = await ticker.stop()
+    with no_gc():
+        ticker.start()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        stall = await ticker.stop()
+    return results, stall, baseline
 
 
 async def test_steady_waiting_with_hour_timeouts_keeps_the_heap_at_what_waits() -> None:
@@ -181,7 +199,6 @@ async def test_40000_waiters_timing_out_together_do_not_stall_the_loop() -> None
     limit = InFlightLimit(1)
     loop = asyncio.get_running_loop()
     assert limit.try_acquire()
-    ticker = Ticker()
     outcomes: list[BaseException] = []
 
     async def wait(deadline: float) -> None:
@@ -194,14 +211,7 @@ async def test_40000_waiters_timing_out_together_do_not_stall_the_loop() -> None
     tasks = [asyncio.create_task(wait(deadline)) for _ in range(40_000)]
     await asyncio.sleep(0)  # all of them waiting now
     assert limit.waiting == 40_000
-    # The same loop's turns with nothing due, as a baseline for this machine at this moment.
-    ticker.start()
-    await asyncio.sleep(0.2)
-    baseline = await ticker.stop()
-    with no_gc():
-        ticker.start()
-        await asyncio.gather(*tasks)
-        stall = await ticker.stop()
+    _, stall, baseline = await gather_timed(tasks)
     print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 timeouts, {baseline * 1e3:.1f} ms idle")
     assert len(outcomes) == 40_000
     assert all(isinstance(exc, TimeoutError) for exc in outcomes)
@@ -213,20 +223,13 @@ async def test_40000_waiters_timing_out_together_do_not_stall_the_loop() -> None
 async def test_40000_publishes_timing_out_for_a_slot_do_not_stall_the_loop() -> None:
     """40,000 publish() calls waiting for a slot all raise PublishTimeout without a 0.2 s loop stall (GC paused)."""
     publisher = Publisher("memory://", max_in_flight=1, timeout=1.0)
-    ticker = Ticker()
     try:
         await publisher.publish({"warm": "up"})  # connected; then take the only slot, as a stuck publish would
         assert publisher._slots.try_acquire()
         tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
         await asyncio.sleep(0)
         assert publisher._slots.waiting == 40_000
-        ticker.start()
-        await asyncio.sleep(0.2)
-        baseline = await ticker.stop()
-        with no_gc():
-            ticker.start()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            stall = await ticker.stop()
+        results, stall, baseline = await gather_timed(tasks)
         print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 PublishTimeouts, {baseline * 1e3:.1f} ms idle")
         assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
         assert "in-flight slot" in str(results[-1])
@@ -288,19 +291,12 @@ async def test_40000_publishes_timing_out_on_a_silent_network_do_not_stall_the_l
     """40,000 written publishes timing out together on a silent network: no 0.2 s loop turn (GC paused)."""
     queue = await broker.queue()
     publisher = Publisher(tcp_proxy.url(), routing_key=queue, max_in_flight=50_000, timeout=8.0)
-    ticker = Ticker()
     try:
         await publisher.connect()
         tcp_proxy.go_silent(True)
         tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
         await until(lambda: publisher.in_flight == 40_000)
-        ticker.start()
-        await asyncio.sleep(0.2)
-        baseline = await ticker.stop()
-        with no_gc():
-            ticker.start()
-            results = await asyncio.gather(*tasks, return_exceptions=True)
-            stall = await ticker.stop()
+        results, stall, baseline = await gather_timed(tasks)
     finally:
         tcp_proxy.go_silent(False)
         await publisher.close()
