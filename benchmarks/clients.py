@@ -113,88 +113,39 @@ async def run_window(one: PublishOne, n: int, window: int = WINDOW) -> Outcome:
     return clock.stop(n, failures)
 
 
+async def closed_loop(
+    open_client: Callable[[str, str], contextlib.AbstractAsyncContextManager[PublishOne]],
+    url: str,
+    queue: str,
+    n: int,
+    window: int,
+) -> Outcome:
+    """A throughput run with one of the open_* clients below: one publish at a time, or `window` at once."""
+    async with open_client(url, queue) as one:
+        if window == 1:
+            return await run_sequential(one, n)
+        return await run_window(one, n, window)
+
+
 # --------------------------------------------------------------------------- aio-pika
 
 
 async def aiopika(url: str, queue: str, n: int, window: int) -> Outcome:
-    import aio_pika
-    from pamqp.commands import Basic
-
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = channel.default_exchange
-
-        async def one(i: int) -> bool:
-            message = aio_pika.Message(
-                body(i), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=CONTENT_TYPE
-            )
-            # Exchange.publish defaults to mandatory=True; an unroutable message would come
-            # back as a DeliveredMessage instead of a Basic.Ack.
-            return isinstance(await exchange.publish(message, routing_key=queue), Basic.Ack)
-
-        if window == 1:
-            return await run_sequential(one, n)
-        return await run_window(one, n, window)
-    finally:
-        await connection.close()
+    return await closed_loop(open_aiopika, url, queue, n, window)
 
 
 # --------------------------------------------------------------------------- aiormq
 
 
 async def aiormq_mode(url: str, queue: str, n: int, window: int) -> Outcome:
-    import aiormq
-    from aiormq import spec
-
-    connection = await aiormq.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-
-        async def one(i: int) -> bool:
-            confirmation = await channel.basic_publish(
-                body(i),
-                routing_key=queue,
-                # A fresh properties object per message: aiormq writes into it.
-                properties=spec.Basic.Properties(delivery_mode=2, content_type=CONTENT_TYPE),
-            )
-            return isinstance(confirmation, spec.Basic.Ack)
-
-        if window == 1:
-            return await run_sequential(one, n)
-        return await run_window(one, n, window)
-    finally:
-        await connection.close()
+    return await closed_loop(open_aiormq, url, queue, n, window)
 
 
 # --------------------------------------------------------------------------- FastStream
 
 
 async def faststream(url: str, queue: str, n: int, window: int) -> Outcome:
-    from faststream.rabbit import RabbitBroker
-
-    # RabbitBroker's default channel is faststream.rabbit.schemas.Channel(), whose
-    # publisher_confirms field defaults to True: the aio-pika channel is opened with
-    # publisher_confirms=True and broker.publish() awaits the Basic.Ack. It is made
-    # explicit here so the benchmark does not depend on that default.
-    from faststream.rabbit.schemas import Channel
-    from pamqp.commands import Basic
-
-    broker = RabbitBroker(url, default_channel=Channel(publisher_confirms=True))
-    await broker.connect()
-    try:
-
-        async def one(i: int) -> bool:
-            # persist=True is delivery_mode 2 (FastStream's default is transient); the dict
-            # is serialised to JSON by FastStream, as an application would use it.
-            confirmation = await broker.publish(payload(i), queue=queue, persist=True)
-            return isinstance(confirmation, Basic.Ack)
-
-        if window == 1:
-            return await run_sequential(one, n)
-        return await run_window(one, n, window)
-    finally:
-        await broker.stop()
+    return await closed_loop(open_faststream, url, queue, n, window)
 
 
 # --------------------------------------------------------------------------- kombu
@@ -275,17 +226,7 @@ async def rawlimit_mode(url: str, queue: str, n: int, window: int) -> Outcome:
 
 
 async def aiopublish_mode(url: str, queue: str, n: int, window: int) -> Outcome:
-    from aiopublish import Publisher
-
-    async with Publisher(url) as publisher:
-
-        async def one(i: int) -> bool:
-            await publisher.publish(payload(i), routing_key=queue)
-            return True
-
-        if window == 1:
-            return await run_sequential(one, n)
-        return await run_window(one, n, window)
+    return await closed_loop(open_aiopublish, url, queue, n, window)
 
 
 async def aiopublish_many(url: str, queue: str, n: int) -> Outcome:
@@ -486,6 +427,8 @@ async def open_aiopika(url: str, queue: str) -> AsyncIterator[PublishOne]:
             message = aio_pika.Message(
                 body(i), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, content_type=CONTENT_TYPE
             )
+            # Exchange.publish defaults to mandatory=True; an unroutable message would come
+            # back as a DeliveredMessage instead of a Basic.Ack.
             return isinstance(await exchange.publish(message, routing_key=queue), Basic.Ack)
 
         yield one
@@ -506,6 +449,7 @@ async def open_aiormq(url: str, queue: str) -> AsyncIterator[PublishOne]:
             confirmation = await channel.basic_publish(
                 body(i),
                 routing_key=queue,
+                # A fresh properties object per message: aiormq writes into it.
                 properties=spec.Basic.Properties(delivery_mode=2, content_type=CONTENT_TYPE),
             )
             return isinstance(confirmation, spec.Basic.Ack)
@@ -518,6 +462,11 @@ async def open_aiormq(url: str, queue: str) -> AsyncIterator[PublishOne]:
 @contextlib.asynccontextmanager
 async def open_faststream(url: str, queue: str) -> AsyncIterator[PublishOne]:
     from faststream.rabbit import RabbitBroker
+
+    # RabbitBroker's default channel is faststream.rabbit.schemas.Channel(), whose
+    # publisher_confirms field defaults to True: the aio-pika channel is opened with
+    # publisher_confirms=True and broker.publish() awaits the Basic.Ack. It is made
+    # explicit here so the benchmark does not depend on that default.
     from faststream.rabbit.schemas import Channel
     from pamqp.commands import Basic
 
@@ -526,6 +475,8 @@ async def open_faststream(url: str, queue: str) -> AsyncIterator[PublishOne]:
     try:
 
         async def one(i: int) -> bool:
+            # persist=True is delivery_mode 2 (FastStream's default is transient); the dict
+            # is serialised to JSON by FastStream, as an application would use it.
             return isinstance(await broker.publish(payload(i), queue=queue, persist=True), Basic.Ack)
 
         yield one
