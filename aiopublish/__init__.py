@@ -22,6 +22,7 @@ from ._pool import close_pools, get_connection, get_producer
 from ._publisher import Publisher
 from ._result import PublishResult, PublishStatus
 from ._serialization import register_compressor, register_serializer
+from ._state import PublisherState
 from ._tracing import instrument, uninstrument
 from ._types import BatchOptions, DefaultOptions, PublishOptions
 from .retry import RetryPolicy
@@ -46,6 +47,7 @@ __all__ = [
     "PublishStatus",
     "Publisher",
     "PublisherClosed",
+    "PublisherState",
     "Queue",
     "RetryPolicy",
     "SerializationError",

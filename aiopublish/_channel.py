@@ -69,21 +69,34 @@ class PublishChannel(Protocol):
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None: ...
 
+    def flush(self) -> int: ...
+
 
 class Batch:
-    """The confirms of many publishes at once, without a future per message (publish_many)."""
+    """The confirms of many publishes at once, without a future per message (publish_many).
 
-    __slots__ = ("_on_settle", "_sealed", "done", "errors", "remaining")
+    An ack is recorded as a fact, in `acked` (one byte per message of the whole batch,
+    shared by its attempts): a message is confirmed because its ack was read, never
+    because no error was recorded for it. An ack read late, after its attempt gave up
+    on it, is still recorded: the broker has the message.
+    """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_settle: Callable[[], None]) -> None:
+    __slots__ = ("_on_settle", "_sealed", "acked", "done", "errors", "remaining", "untracked")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_settle: Callable[[], None], acked: bytearray) -> None:
         self.errors: dict[int, BaseException] = {}
+        self.acked = acked
+        # Confirms off: (index, delivery tag) of each message sent, to learn which were written.
+        self.untracked: list[tuple[int, int]] = []
         self.remaining: int = 0
         self.done: asyncio.Future[None] = loop.create_future()
         self._on_settle = on_settle
         self._sealed = False
 
     def settle(self, index: int, error: BaseException | None) -> None:
-        if error is not None:
+        if error is None:
+            self.acked[index] = 1
+        else:
             self.errors[index] = error
         self._on_settle()
         self.remaining -= 1
@@ -207,6 +220,15 @@ class ConfirmChannel(aiormq.Channel):
             self._returnable.setdefault(message.message_id, []).append(tag)
         return future
 
+    def flush(self) -> int:
+        """Hand what this turn queued to the socket now; the highest delivery tag ever handed to it.
+
+        A publish whose tag is above it never reached the socket (the channel closed first).
+        """
+        if self._outbox:
+            self._flush()
+        return self._written_upto
+
     def _flush(self) -> None:
         # One write per event-loop turn for every publish made in it: far fewer syscalls.
         if self._refused or self._transport.is_closing():
@@ -223,9 +245,19 @@ class ConfirmChannel(aiormq.Channel):
         return self._transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
 
     async def wait_writable(self) -> None:
-        """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker)."""
+        """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker).
+
+        Raises ChannelInterrupted when the connection is lost meanwhile: the write path's
+        errors (a reset, a broken pipe, EOF) are aiopublish's own, retried like any other loss.
+        """
         if self.backed_up:
-            await self.connection.stream_writer.drain()
+            try:
+                await self.connection.stream_writer.drain()
+            except Exception as exc:
+                raise ChannelInterrupted(
+                    f"the connection was lost while writing ({describe(exc)}); "
+                    "messages not yet confirmed may or may not have been stored"
+                ) from None
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
         """Drop the record of a publish whose caller stopped waiting (cancelled or timed out).

@@ -20,39 +20,29 @@ import asyncio
 import enum
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
-from functools import partial
 from ssl import SSLContext
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Unpack
+from typing import Any, Literal, Unpack
 
 from . import _tracing
-from ._attempts import publish_one, retry_hook
-from ._batch import prepare_batch, publish_prepared
+from ._batch import prepare_batch
 from ._connection import ConnectionParams, mask_url
-from ._deadlines import ConfirmDeadlines
 from ._declarations import Declarable
 from ._durations import seconds
-from ._exceptions import (
-    ConnectionFailed,
-    PublisherClosed,
-    PublishTimeout,
-    is_retriable,
-)
-from ._limit import InFlightLimit
+from ._engine import Engine, SpoolLayer, SpoolSource
+from ._exceptions import PublisherClosed, PublishTimeout
 from ._link import LinkLike
 from ._metrics import Metrics
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
-from ._result import PublishResult, result_of
+from ._result import PublishResult, PublishStatus, result_of
+from ._state import PublisherState
 from ._tracing import NO_SPAN, NoRecord
 from ._transports import link_for
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
-from .retry import DEFAULT_RETRY_POLICY, RetryPolicy, RetryState
-
-if TYPE_CHECKING:
-    from .outbox import Outbox
+from .retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
 __all__ = ["PublishResult", "Publisher"]
 
@@ -64,6 +54,21 @@ LoginMethod = Literal["PLAIN", "AMQPLAIN", "EXTERNAL", "plain", "amqplain", "ext
 _MANDATORY_WITHOUT_CONFIRMS = (
     "Mandatory delivery was requested, but unroutable messages cannot be detected without publish confirms enabled."
 )
+
+
+# A publish's status once it went through, by options.use_confirms.
+_WENT_THROUGH: dict[bool, PublishStatus] = {True: "confirmed", False: "sent"}
+
+
+def _warn_if_unconfirmed_mandatory(options: Options, stacklevel: int) -> None:
+    if options.mandatory and not options.use_confirms:
+        warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=stacklevel)
+
+
+def _with_trace_headers(options: Options, span: NoRecord) -> Options:
+    """The options with the span's trace context added to the headers, when it has any."""
+    trace_headers = span.headers()
+    return options.override({"extra_headers": trace_headers}) if trace_headers else options
 
 
 # Options that differ per message: calls passing them get options of their own, never cached.
@@ -78,6 +83,8 @@ class _State(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
+
+    value: Literal["unopened", "open", "closing", "closed"]
 
 
 class Publisher:
@@ -127,7 +134,7 @@ class Publisher:
         transport_options: Mapping[str, Any] | None = None,
         max_in_flight: int | None = None,
         close_timeout: float | timedelta | None = None,
-        spool: Outbox | None = None,
+        spool: SpoolSource | None = None,
         **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
@@ -159,27 +166,38 @@ class Publisher:
             self.max_in_flight = max_in_flight
         if close_timeout is not None:
             self.close_timeout = seconds(close_timeout, "close_timeout")
-        self._slots = InFlightLimit(self.max_in_flight)
-        self._deadlines = ConfirmDeadlines()  # the confirm deadlines of publishes that wait only for their confirm
         self._override_cache: dict[tuple[Any, ...], Options] = {}
         self._metrics = Metrics()
-        self._link: LinkLike = self._make_link()
+        self._engine = self._make_engine()
         self._state = _State.UNOPENED
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = 0  # publish() / publish_many() calls under way
         self._drained: asyncio.Event | None = None  # set when _active drops to 0 during close()
         self._closed: asyncio.Future[None] | None = None  # done once close() has finished
-        # Publishes the broker is unreachable for go there (see aiopublish.outbox._spool).
-        self._spool = None
+        # A spool is a layer over the engine: publishes the broker is unreachable for go there.
+        self._spool: SpoolLayer | None = None
         if spool is not None:
-            from .outbox._spool import Spool
+            if not callable(getattr(spool, "spool_layer", None)):
+                raise TypeError(f"spool must be an aiopublish.outbox.Outbox, not {type(spool).__name__}")
+            self._spool = spool.spool_layer(self, lambda: self._engine)
+        self._send = self._sender()
 
-            self._spool = Spool(spool)
-
-    def _make_link(self) -> LinkLike:
-        # Chosen by the URL's scheme, built at first use (so a test's link override still applies).
+    def _make_engine(self) -> Engine:
+        # The link is chosen by the URL's scheme, built at first use (so a test's link override still applies).
         policy = self._defaults.retry_policy or DEFAULT_RETRY_POLICY
-        return link_for(self._params, self._defaults.declare, policy, self._metrics)
+        link = link_for(self._params, self._defaults.declare, policy, self._metrics)
+        return Engine(link, self.max_in_flight, self._metrics, self._mask, self._params.masked_url, self.close_timeout)
+
+    @property
+    def _link(self) -> LinkLike:
+        return self._engine.link
+
+    def _sender(self) -> Callable[[Prepared, Options, float | None, NoRecord], Awaitable[bool | None]]:
+        """How a prepared message goes out: the engine, or the spool over it (one call, no branch per publish).
+
+        Either returns True only when the message went to the spool instead of the broker.
+        """
+        return self._spool.publish if self._spool is not None else self._engine.publish
 
     def __repr__(self) -> str:
         return f"<Publisher {self._params.masked_url} {self._state.value}>"
@@ -212,34 +230,9 @@ class Publisher:
         """
         self._enter(asyncio.get_running_loop())
         if self._spool is not None:
-            await self._spool.connect(self)  # with a spool, an unreachable broker is not an error
+            await self._spool.connect()  # with a spool, an unreachable broker is not an error
             return
-        options = self._defaults
-        last_error: list[BaseException] = []
-
-        async def attempt() -> None:
-            try:
-                await self._link.channel()
-            except Exception as exc:
-                last_error[:] = [exc]
-                raise
-
-        try:
-            async with asyncio.timeout(options.timeout) as timer:
-                if options.retry:
-                    policy = options.retry_policy or DEFAULT_RETRY_POLICY
-                    # Logged at INFO: waiting for a broker that is still starting is expected at start-up.
-                    on_retry = self._on_retry("connect to", self._params.masked_url, logging.INFO)
-                    await policy.run(attempt, retry=is_retriable, on_retry=on_retry)
-                else:
-                    await attempt()
-        except TimeoutError:
-            if not timer.expired():
-                raise
-            text = f"could not connect to {self._params.masked_url} within {options.timeout} s"
-            if last_error:
-                text += f"; last error: {last_error[0]}"
-            raise ConnectionFailed(text) from None
+        await self._engine.connect(self._defaults)
 
     async def close(self) -> None:
         """Stop taking publishes, let those already called finish, then close. Idempotent.
@@ -283,7 +276,7 @@ class Publisher:
             raise
         finally:
             self._state = _State.CLOSED
-            self._deadlines.close()
+            self._engine.deadlines.close()
             if not self._closed.done():
                 self._closed.set_result(None)
 
@@ -334,6 +327,21 @@ class Publisher:
         return mask_url(node) if node else None
 
     @property
+    def state(self) -> PublisherState:
+        """A read-only snapshot: lifecycle, node, channel, in-flight count, flow (see PublisherState)."""
+        channel = self._link.ready_channel()
+        return PublisherState(
+            lifecycle=self._state.value,
+            connected=channel is not None,
+            node=self.node,
+            channel_number=channel.number if channel is not None else None,
+            in_flight=channel.in_flight if channel is not None else 0,
+            blocked=self._link.is_blocked,
+            backed_up=channel.backed_up if channel is not None else False,
+            connections_opened=int(getattr(self._link, "connections_opened", 0)),
+        )
+
+    @property
     def metrics(self) -> Metrics:
         """A snapshot of this publisher's counters (see Metrics)."""
         snapshot = replace(self._metrics)
@@ -361,9 +369,8 @@ class Publisher:
             # with it. Drop them without touching them and start afresh in this loop.
             log.info("%r: its event loop ended; reconnecting in the new one", self)
             self._link.abandon()
-            self._link = self._make_link()
-            self._slots = InFlightLimit(self.max_in_flight)
-            self._deadlines = ConfirmDeadlines()
+            self._engine = self._make_engine()
+            self._send = self._sender()
             self._active = 0
             self._drained = None
             if self._state is _State.CLOSING:  # closing in a loop that ended: the close is over
@@ -391,21 +398,20 @@ class Publisher:
             options = self._options_for(kwargs) if kwargs else self._defaults
             if _tracing.enabled:
                 span = _tracing.start_publish(options, self._link)
-                trace_headers = span.headers()
-                if trace_headers:
-                    options = options.override({"extra_headers": trace_headers})
+                options = _with_trace_headers(options, span)
             # Take an in-flight slot first, before encoding anything, so publishes queued past
             # max_in_flight cost little memory while they wait (no extra coroutine frames either).
             deadline = None if options.timeout is None else loop.time() + options.timeout
             self._active += 1  # from here on, close() waits for this publish
+            slots = self._engine.slots
             try:
-                waiter = self._slots.reserve(deadline)
+                waiter = slots.reserve(deadline)
                 if waiter is not None:
                     # Awaited here rather than in a helper: one coroutine frame less per queued publish.
                     try:
                         await waiter
                     except asyncio.CancelledError:
-                        self._slots.abandon(waiter)
+                        slots.abandon(waiter)
                         raise
                     except TimeoutError:
                         raise self._slot_timeout(options) from None
@@ -413,38 +419,17 @@ class Publisher:
                     message = options.prepare(payload)
                     if span is not NO_SPAN:
                         span.set_message(message.message_id, len(message.body))
-                    if options.mandatory and not options.use_confirms:
-                        warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
-                    if self._spool is None:
-                        # Awaited directly (no method in between): one coroutine frame less per publish.
-                        await publish_one(
-                            self._link,
-                            self._metrics,
-                            self._mask,
-                            message,
-                            options,
-                            deadline,
-                            span,
-                            self.close_timeout,
-                            self._deadlines,
-                        )
-                    elif await self._spool.publish(
-                        self, message, options, deadline, partial(self._publish_one, message, options, span=span)
-                    ):
-                        result = PublishResult(0, message.message_id, "spooled")
-                        span.finish(None, result.status)
-                        return result
+                    _warn_if_unconfirmed_mandatory(options, stacklevel=3)
+                    spooled = await self._send(message, options, deadline, span)
                 finally:
-                    self._slots.release()
+                    slots.release()
             finally:
-                self._active -= 1
-                if self._drained is not None and not self._active:
-                    self._drained.set()
+                self._finished()
         except BaseException as exc:
             self._count_failure(exc)
             span.finish(exc)
             raise
-        result = PublishResult(0, message.message_id, "confirmed" if options.use_confirms else "sent")
+        result = PublishResult(0, message.message_id, "spooled" if spooled else _WENT_THROUGH[options.use_confirms])
         if span is not NO_SPAN:
             span.finish(None, result.status)
         return result
@@ -486,12 +471,7 @@ class Publisher:
     def _slot_timeout(self, options: Options) -> PublishTimeout:
         return PublishTimeout(
             f"publish did not get an in-flight slot within {options.timeout} s: "
-            f"{self._slots.used} publishes are under way (max_in_flight={self._slots.limit})"
-        )
-
-    async def _publish_one(self, message: Prepared, options: Options, deadline: float | None, span: NoRecord) -> None:
-        await publish_one(
-            self._link, self._metrics, self._mask, message, options, deadline, span, self.close_timeout, self._deadlines
+            f"{self._engine.slots.used} publishes are under way (max_in_flight={self._engine.slots.limit})"
         )
 
     # -- batches -----------------------------------------------------------------------------
@@ -522,16 +502,13 @@ class Publisher:
         span = NO_SPAN
         if _tracing.enabled:
             span = _tracing.start_batch(options, self._link, len(payloads), routing_keys)
-            trace_headers = span.headers()
-            if trace_headers:
-                options = options.override({"extra_headers": trace_headers})
+            options = _with_trace_headers(options, span)
         try:
             messages, refused = prepare_batch(payloads, options, routing_keys, headers)
         except BaseException as exc:
             span.finish(exc)
             raise
-        if options.mandatory and not options.use_confirms:
-            warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
+        _warn_if_unconfirmed_mandatory(options, stacklevel=3)
         return await self._publish_prepared(messages, options, refused, span)
 
     async def _publish_prepared(
@@ -548,23 +525,12 @@ class Publisher:
         self._enter(asyncio.get_running_loop())
         self._active += 1  # close() waits for the whole batch
         try:
-            return await publish_prepared(
-                self._link,
-                self._slots,
-                self._metrics,
-                messages,
-                options,
-                self._on_retry("publish_many, messages:", len(messages), span=span),
-                refused,
-                span,
-            )
+            return await self._engine.publish_batch(messages, options, refused, span)
         finally:
-            self._active -= 1
-            if self._drained is not None and not self._active:
-                self._drained.set()
+            self._finished()
 
-    def _on_retry(
-        self, what: str, which: object, level: int = logging.WARNING, *, span: NoRecord = NO_SPAN
-    ) -> Callable[[RetryState], None]:
-        """The retry hook: count the retry and log it (attempt, error, wait) with secrets masked."""
-        return retry_hook(self._metrics, self._params.mask, what, which, level, span)
+    def _finished(self) -> None:
+        """A publish() or publish_many() call ended: close() no longer waits for it."""
+        self._active -= 1
+        if self._drained is not None and not self._active:
+            self._drained.set()

@@ -225,17 +225,17 @@ async def test_40000_publishes_timing_out_for_a_slot_do_not_stall_the_loop() -> 
     publisher = Publisher("memory://", max_in_flight=1, timeout=1.0)
     try:
         await publisher.publish({"warm": "up"})  # connected; then take the only slot, as a stuck publish would
-        assert publisher._slots.try_acquire()
+        assert publisher._engine.slots.try_acquire()
         tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
         await asyncio.sleep(0)
-        assert publisher._slots.waiting == 40_000
+        assert publisher._engine.slots.waiting == 40_000
         results, stall, baseline = await gather_timed(tasks)
         print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 PublishTimeouts, {baseline * 1e3:.1f} ms idle")
         assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
         assert "in-flight slot" in str(results[-1])
         assert stall < 0.2 + baseline
-        assert_compact(publisher._slots)
-        publisher._slots.release()
+        assert_compact(publisher._engine.slots)
+        publisher._engine.slots.release()
     finally:
         await publisher.close()
 
@@ -247,7 +247,7 @@ async def test_steady_publishing_past_the_limit_for_60s_keeps_the_heap_at_what_w
     """60 s of 2,000 publishers against max_in_flight=64 with timeout=3600: the heap stays near what waits."""
     queue = await broker.queue(**{"x-max-length": 10_000})  # the broker keeps the newest 10,000 only
     publisher = Publisher(amqp_url, max_in_flight=64, timeout=HOUR, routing_key=queue)
-    slots = publisher._slots
+    slots = publisher._engine.slots
     stop = asyncio.Event()
     done = 0
     samples: list[tuple[int, int, int]] = []

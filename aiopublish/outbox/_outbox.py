@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
@@ -13,8 +13,10 @@ from ._caller import connection_kind, insert_on
 from ._rows import FailedMessage, OutboxStats, Store
 
 if TYPE_CHECKING:
+    from .._engine import Engine
     from .._publisher import Publisher
     from ._relay import Relay
+    from ._spool import Spool
 
 __all__ = ["ADD_OPTIONS", "Outbox"]
 
@@ -122,6 +124,12 @@ class Outbox:
         from ._relay import Relay
 
         return Relay(self, publisher, **options)
+
+    def spool_layer(self, publisher: Publisher, engine: Callable[[], Engine]) -> Spool:
+        """The layer `Publisher(spool=outbox)` puts over its engine (see aiopublish.outbox._spool)."""
+        from ._spool import Spool
+
+        return Spool(self, publisher, engine)
 
     async def failed(self) -> list[FailedMessage]:
         """The messages moved aside after the broker refused them `max_attempts` times, oldest first."""

@@ -19,16 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .._engine import Engine
 from .._exceptions import ConnectionFailed, PublishTimeout, is_retriable
 from .._options import Options, Prepared
-from ._outbox import Outbox
+from .._tracing import NoRecord
 from ._relay import Relay
 
 if TYPE_CHECKING:
     from .._publisher import Publisher
+    from ._outbox import Outbox
 
 __all__ = ["Spool"]
 
@@ -39,7 +41,7 @@ _SPOOL_MARGIN = 1.0
 _SPOOL_SHARE = 0.2
 
 
-def unreachable(exc: BaseException, publisher: Publisher) -> bool:
+def unreachable(exc: BaseException, engine: Engine) -> bool:
     """Whether `exc` says the broker could not be reached (spool it), not that it refused the message."""
     if isinstance(exc, ConnectionFailed):
         return is_retriable(exc)
@@ -47,35 +49,35 @@ def unreachable(exc: BaseException, publisher: Publisher) -> bool:
         cause = exc.__cause__
         if cause is not None:
             return isinstance(cause, ConnectionFailed) and is_retriable(cause)
-        link = publisher._link
+        link = engine.link
         return link.ready_channel() is None and not link.is_blocked
     return False
 
 
 class Spool:
-    """A publisher's spool: the outbox it writes to and the relay that drains it."""
+    """A publisher's spool, a layer over its engine: the outbox it writes to and the relay that drains it."""
 
-    def __init__(self, outbox: Outbox) -> None:
-        if not isinstance(outbox, Outbox):
-            raise TypeError(f"spool must be an aiopublish.outbox.Outbox, not {type(outbox).__name__}")
+    def __init__(self, outbox: Outbox, publisher: Publisher, engine: Callable[[], Engine]) -> None:
         self.outbox = outbox
+        self.publisher = publisher
+        self.engine = engine  # the publisher's engine now (a new one in each event loop)
         self.relay: Relay | None = None
         self._trying: set[asyncio.Future[None]] = set()
         # While the broker is known unreachable: the relay's `relayed` count then. Publishes go straight to
         # the spool until the relay has confirmed more (the relay is the one that finds the broker back).
         self._outage_mark: int | None = None
 
-    def start(self, publisher: Publisher) -> None:
+    def start(self) -> None:
         """Start draining (idempotent): at connect() and at the first publish."""
         if self.relay is None:
-            self.relay = Relay(self.outbox, publisher)
+            self.relay = Relay(self.outbox, self.publisher)
             self.relay.start()
 
-    async def connect(self, publisher: Publisher) -> None:
+    async def connect(self) -> None:
         """Start draining, then connect; an unreachable broker is logged, not raised (publishes get spooled)."""
-        self.start(publisher)
+        self.start()
         try:
-            await publisher._link.channel()
+            await self.engine().link.channel()
         except ConnectionFailed as exc:
             if not is_retriable(exc):
                 raise
@@ -107,26 +109,20 @@ class Spool:
             self.relay.has_work = True
         await self.outbox.add_prepared([message])
 
-    async def publish(
-        self,
-        publisher: Publisher,
-        message: Prepared,
-        options: Options,
-        deadline: float | None,
-        run: Callable[[float | None], Awaitable[None]],
-    ) -> bool:
-        """Publish `message` with `run(deadline)` (publish()'s attempts) or spool it; True when it was spooled.
+    async def publish(self, message: Prepared, options: Options, deadline: float | None, span: NoRecord) -> bool:
+        """Publish `message` through the engine or spool it; True when it was spooled.
 
         Raises what publish() raises otherwise.
         """
-        self.start(publisher)
+        self.start()
+        engine = self.engine()
         if self.has_backlog:
             await self.keep(message)
             return True
         run_deadline = deadline
         if deadline is not None and options.timeout is not None:
             run_deadline = deadline - min(_SPOOL_MARGIN, options.timeout * _SPOOL_SHARE)
-        attempts = asyncio.ensure_future(run(run_deadline))
+        attempts = asyncio.ensure_future(engine.publish(message, options, run_deadline, span))
         self._trying.add(attempts)
         try:
             await asyncio.wait([attempts])
@@ -139,15 +135,15 @@ class Spool:
             exc = attempts.exception()
             if exc is None:
                 return False
-            if not unreachable(exc, publisher):
+            if not unreachable(exc, engine):
                 raise exc
         await self.keep(message)
         self._mark_outage()
-        self._spool_now(publisher)
+        self._spool_now(engine)
         return True
 
-    def _spool_now(self, publisher: Publisher) -> None:
+    def _spool_now(self, engine: Engine) -> None:
         """The broker is unreachable: publishes still trying it go to the spool now, not at their timeout."""
-        if publisher._link.ready_channel() is None:
+        if engine.link.ready_channel() is None:
             for run in self._trying:
                 run.cancel()

@@ -10,6 +10,7 @@ never depends on timing.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Iterable
 
 from yarl import URL
@@ -105,6 +106,9 @@ class MemoryChannel:
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
         return None
 
+    def flush(self) -> int:
+        return sys.maxsize  # every publish reached the broker within send()
+
 
 def _settle(error: BaseException | None, track: bool, batch: Batch | None, index: int) -> asyncio.Future[None] | None:
     """The confirm of one publish, already settled: nothing untracked, a batch entry, or a done future."""
@@ -177,6 +181,8 @@ class MemoryLink:
         self._declared: list[Entity] = []
         self._channel: MemoryChannel | None = None
         self._channels_opened = 0
+        #: Brokers connected to: one, and one more each time the broker at the URL was replaced (reset()).
+        self.connections_opened = 0
         self.node: str | None = None
         self.closed: bool = False
 
@@ -208,6 +214,8 @@ class MemoryLink:
         if self.closed:
             raise PublisherClosed("the publisher is closed")
         broker = self.broker
+        if self._channel is None or self._channel.broker is not broker:
+            self.connections_opened += 1
         self._channels_opened += 1
         channel = MemoryChannel(broker, self._channels_opened, self.login)
         self._declared = []
