@@ -105,7 +105,7 @@ class Run:
 
     async def moved_away(self, old: RabbitNode) -> RabbitNode:
         await until(
-            lambda: self.node is not old and self.publisher._link.ready_channel() is not None,
+            lambda: self.node is not old and self.publisher.state.connected,
             within=60,
             what=f"publisher moved away from {old.nodename} with a ready channel",
             every=0.02,

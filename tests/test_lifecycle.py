@@ -14,10 +14,10 @@ async def test_first_publish_connects_lazily(amqp_url: str, broker: Broker) -> N
     """A publisher that was never entered connects at its first publish."""
     queue = await broker.queue()
     publisher = Publisher(amqp_url, routing_key=queue)
-    assert publisher._link.connection is None
+    assert publisher.state.connections_opened == 0 and not publisher.state.connected
     try:
         await publisher.publish("lazy")
-        assert publisher._link.connection is not None
+        assert publisher.state.connections_opened == 1 and publisher.state.connected
     finally:
         await publisher.close()
     assert (await broker.get(queue)).body == b'"lazy"'
@@ -62,13 +62,11 @@ async def test_concurrent_publishes_share_one_connection_and_channel(amqp_url: s
     """Many concurrent publishes use one connection and one channel, and all are confirmed."""
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue) as publisher:
-        connection = publisher._link.connection
-        channel = publisher._link.ready_channel()
+        before = publisher.state
         await asyncio.gather(*(publisher.publish(i) for i in range(1000)))
-        assert publisher._link.connection is connection
-        assert publisher._link.ready_channel() is channel
-        assert connection is not None and len(connection.channels) == 1
-        assert publisher.in_flight == 0
+        after = publisher.state
+        assert (after.connections_opened, after.channel_number) == (before.connections_opened, 1)
+        assert after.in_flight == 0
     assert sorted(int(m.body) for m in await broker.get_all(queue)) == list(range(1000))
 
 

@@ -474,7 +474,7 @@ async def test_publisher_follows_a_reset(memory_broker: InMemoryBroker) -> None:
         await publisher.publish(1)
         reset()
         await publisher.publish(2)
-        assert publisher._link.node == "memory://"
+        assert publisher.state.node == "memory://"
     assert [m.payload for m in memory_broker.messages("q")] == [1]
     assert [m.payload for m in get_broker().messages("q")] == [2]
 

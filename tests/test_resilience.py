@@ -151,7 +151,7 @@ async def test_background_reconnect_restores_declarations(broker: Broker, tcp_pr
         channel = await broker.channel()
         await channel.queue_delete(queue.name)
         tcp_proxy.drop_all()
-        await until(lambda: publisher.metrics.reconnects == 1 and publisher._link.ready_channel() is not None)
+        await until(lambda: publisher.metrics.reconnects == 1 and publisher.state.connected)
         assert await broker.exists(queue.name)
 
 

@@ -84,7 +84,7 @@ async def test_bad_value_raises_before_connecting(kwargs: dict[str, Any], error:
     with pytest.raises(error, match=match) as caught:
         await publisher.publish(b"hello", **kwargs)
     assert type(caught.value) is error  # not struct.error, OverflowError or AttributeError dressed up
-    assert publisher._link.connections_opened == 0
+    assert publisher.state.connections_opened == 0
     await publisher.close()
 
 
