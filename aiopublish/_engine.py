@@ -56,6 +56,9 @@ from .retry import DEFAULT_RETRY_POLICY, RetryState
 __all__ = ["Engine", "Expired", "SpoolLayer", "SpoolSource"]
 
 log = logging.getLogger("aiopublish")
+# Start-up connect retries have a logger of their own: a command line that prints its own one-line
+# error can leave them out, while an application sees at WARNING why its start is slow.
+connect_log = logging.getLogger("aiopublish.connect")
 
 
 # At most one retry line per this many seconds; the next one counts the retries in between.
@@ -162,7 +165,7 @@ class Engine:
             raise Expired(last) from None
 
     def retry_hook(
-        self, what: str, which: object, level: int = logging.WARNING, span: NoRecord = NO_SPAN
+        self, what: str, which: object, span: NoRecord = NO_SPAN, logger: logging.Logger = log
     ) -> Callable[[RetryState], None]:
         """The retry policy's hook: count the retry and log it (attempt, error, wait) with secrets masked.
 
@@ -178,8 +181,7 @@ class Engine:
             others = gate.let_through()
             if others is None:
                 return
-            log.log(
-                level,
+            logger.warning(
                 "%s %s failed on attempt %d (%s: %s); retrying in %.2f s%s",
                 what,
                 which,
@@ -203,7 +205,8 @@ class Engine:
 
         deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
         try:
-            await self.run(attempt, options, deadline, self.retry_hook("connect to", self.masked_url))
+            on_retry = self.retry_hook("connect to", self.masked_url, logger=connect_log)
+            await self.run(attempt, options, deadline, on_retry)
         except Expired as expired:
             text = f"could not connect to {self.masked_url} within {options.timeout} s"
             if expired.last is not None:

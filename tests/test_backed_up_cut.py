@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,27 @@ async def test_concurrent_publishes_cut_while_backed_up(broker: Broker, tcp_prox
         else:
             statuses[message_id] = outcome.status
     _check(statuses, errors, await _in_queue(broker, queue), retry)
+
+
+async def test_relay_deletes_only_rows_whose_ack_was_read(broker: Broker, tcp_proxy: TcpProxy, tmp_path: Path) -> None:
+    """An outbox relay cut while backed up: every row it deletes is a message the queue holds; none is lost."""
+    from aiopublish.outbox import Outbox
+
+    queue = await broker.queue()
+    count = 20_000
+    outbox = Outbox(f"sqlite:///{tmp_path}/outbox.db", routing_key=queue, serializer="raw")
+    # 2 KB each: 40 MB, well past what the kernel's buffers and the 4 MiB high-water mark hold.
+    body = os.urandom(1024).hex()
+    ids = [await outbox.add(body) for _ in range(count)]
+    never: asyncio.Future[object] = asyncio.get_running_loop().create_future()  # the relay runs until stopped
+    async with Publisher(tcp_proxy.url(), retry=False, max_in_flight=count, timeout=120) as publisher:
+        async with outbox.relay(publisher, batch_size=count) as relay:
+            await _stall_then_cut(broker, queue, tcp_proxy, publisher, never, count)
+            await relay.wait_idle()
+        assert relay.metrics.deferred > 0, "the cut left no row for later: nothing was tested"
+    never.cancel()
+    assert (await outbox.stats()).pending == 0
+    await outbox.close()
+    in_queue = await _in_queue(broker, queue)
+    missing = set(ids) - set(in_queue)
+    assert not missing, f"{len(missing)} rows were deleted as relayed but are not in the queue"

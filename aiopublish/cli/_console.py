@@ -131,11 +131,14 @@ def ranges(numbers: Sequence[int]) -> str:
 
 # -- logging ---------------------------------------------------------------------------------
 
-#: The loggers the command routes to stderr, with their level without and with --verbose.
+#: The loggers the command routes to stderr, with their level without and with --verbose (a child
+#: logger listed here is handled by itself: it does not propagate to its parent's handler).
 #: aiormq logs e.g. "error when creating transport" at every failed connect, next to the one line
 #: the command prints itself: its records show only with --verbose.
 _LOGGERS = {
     "aiopublish": (logging.WARNING, logging.INFO),
+    # Connect retries: the command's own error says why it could not connect, in one line.
+    "aiopublish.connect": (logging.ERROR, logging.INFO),
     "aiormq": (logging.CRITICAL + 1, logging.WARNING),
     "aio_pika": (logging.CRITICAL + 1, logging.WARNING),
 }
