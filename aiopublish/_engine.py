@@ -165,14 +165,20 @@ class Engine:
             raise Expired(last) from None
 
     def retry_hook(
-        self, what: str, which: object, span: NoRecord = NO_SPAN, logger: logging.Logger = log
+        self,
+        what: str,
+        which: object,
+        span: NoRecord = NO_SPAN,
+        logger: logging.Logger = log,
+        gate: LogGate | None = None,
     ) -> Callable[[RetryState], None]:
         """The retry policy's hook: count the retry and log it (attempt, error, wait) with secrets masked.
 
         A lost connection makes every publish waiting on it retry at once: one line per second
         says so, with how many retries it stands for, not one line per message.
         """
-        metrics, mask, gate = self.metrics, self.mask, self.log_gate
+        metrics, mask = self.metrics, self.mask
+        gate = self.log_gate if gate is None else gate
 
         def on_retry(state: RetryState) -> None:
             metrics.retried += 1
@@ -204,8 +210,9 @@ class Engine:
             await link.channel()
 
         deadline = None if options.timeout is None else asyncio.get_running_loop().time() + options.timeout
+        # Its own gate: one connect's retries are a line each, apart from the publishes' summary.
+        on_retry = self.retry_hook("connect to", self.masked_url, logger=connect_log, gate=LogGate(0.0))
         try:
-            on_retry = self.retry_hook("connect to", self.masked_url, logger=connect_log)
             await self.run(attempt, options, deadline, on_retry)
         except Expired as expired:
             text = f"could not connect to {self.masked_url} within {options.timeout} s"
