@@ -5,9 +5,10 @@ asyncio.Semaphore in Python 3.11 scans its waiters on every release and on every
 This keeps a counter and a FIFO of futures instead: O(1) per acquire and release.
 
 Waiting for a slot is bounded by each waiter's deadline without a timer per
-waiter: one timer is armed for the earliest deadline (a heap), so a hundred
-thousand queued publishes cost a future and a heap entry each, not a timeout
-object and a timer handle.
+waiter: the deadlines are a DeadlineHeap (one timer for the earliest; see
+_deadline_heap.py for when an entry expires), so a hundred thousand queued
+publishes cost a future and a heap entry each, not a timeout object and a timer
+handle.
 
 Memory follows what waits, not how long deadlines are. A waiter that gets its
 slot, times out or is cancelled leaves its entries behind (removing an entry from
@@ -23,10 +24,10 @@ Deadlines that pass together are expired in one pass over the heap's top
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
 import math
 from collections import deque
+
+from ._deadline_heap import DeadlineHeap
 
 __all__ = ["InFlightLimit"]
 
@@ -37,7 +38,7 @@ _SLACK = 32
 class InFlightLimit:
     """A counting limit with an O(1) synchronous fast path and heap-ordered deadlines."""
 
-    __slots__ = ("_deadlines", "_free", "_live", "_order", "_timer", "_waiters", "limit")
+    __slots__ = ("_deadlines", "_free", "_live", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -45,10 +46,8 @@ class InFlightLimit:
         self._waiters: deque[asyncio.Future[None]] = deque()
         # Every waiter has an entry (math.inf when it has no deadline), so that the dead
         # entries in each structure are its length minus the live count.
-        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._deadlines = DeadlineHeap(TimeoutError, self._timed_out)
         self._live = 0  # waiters still waiting: not yet handed a slot, timed out or cancelled
-        self._order = itertools.count()  # ties between equal deadlines: never compare futures
-        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def used(self) -> int:
@@ -100,10 +99,7 @@ class InFlightLimit:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         self._live += 1
-        deadlines = self._deadlines
-        heapq.heappush(deadlines, (math.inf if deadline is None else deadline, next(self._order), waiter))
-        if deadline is not None and deadlines[0][2] is waiter:
-            self._arm(loop, deadline)
+        self._deadlines.add(math.inf if deadline is None else deadline, waiter)
         return waiter
 
     def abandon(self, waiter: asyncio.Future[None]) -> None:
@@ -140,27 +136,9 @@ class InFlightLimit:
         live = [waiter for waiter in waiters if not waiter.done()]
         waiters.clear()
         waiters.extend(live)
-        deadlines = self._deadlines
-        deadlines[:] = [entry for entry in deadlines if not entry[2].done()]
-        heapq.heapify(deadlines)
+        self._deadlines.compact()
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire, loop)
-
-    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        deadlines = self._deadlines
-        now = loop.time()
-        expired = 0
-        while deadlines and (deadlines[0][0] <= now or deadlines[0][2].done()):
-            _, _, waiter = heapq.heappop(deadlines)
-            if not waiter.done():
-                waiter.set_exception(TimeoutError())
-                expired += 1
-        if deadlines and deadlines[0][0] != math.inf:
-            self._arm(loop, deadlines[0][0])
-        if expired:
-            self._live -= expired
-            self._compact_if_sparse()
+    def _timed_out(self, count: int) -> None:
+        """The deadline heap failed `count` waiters with TimeoutError: no longer live."""
+        self._live -= count
+        self._compact_if_sparse()

@@ -1,10 +1,11 @@
-"""Shared fixtures: the real broker's URL, a Broker probe per test, and a check that a broker answers."""
+"""Shared fixtures: the broker's URL, a Broker probe per test, a check that a broker answers (not for tests/unit)."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -15,7 +16,17 @@ from tests.broker import Broker, test_url
 pytest_plugins = ["tests.faults.fixtures", "tests.faults.fixtures_tls_cluster"]
 
 
-def pytest_configure(config: pytest.Config) -> None:
+# Tests here need no broker: a run of only these (`pytest tests/unit`) must pass with none listening.
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Stop the run at once, with a sentence, when a selected test needs RabbitMQ and none answers.
+
+    After collection and `-k`/`-m` deselection, so that a run of tests/unit alone is never stopped.
+    """
+    if all(item.path.is_relative_to(UNIT) for item in session.items):
+        return
     url = URL(test_url())
     try:
         with socket.create_connection((url.host or "127.0.0.1", url.port or 5672), timeout=3):
