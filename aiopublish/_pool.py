@@ -6,11 +6,18 @@ connection; producers (channels) are pooled per connection and confirm flag.
 `close_pools()` closes what this event loop's pools opened. asyncio.run() calls it as the loop
 shuts down (aio-pika's robust connections keep tasks running until they are closed), so a
 program that forgets it still ends with no task pending.
+
+The arguments are nameko's, in nameko's order, positional or by name:
+`get_connection(amqp_uri, ssl, login_method, transport_options)` and
+`get_producer(amqp_uri, confirms, ssl, login_method, transport_options)`. An aiormq or
+aio-pika error raised inside the `async with` block (a publish the broker refuses, a lost
+connection) comes out as aiopublish's exception for it (NotFound, ConnectionFailed, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
@@ -103,10 +110,34 @@ async def _connection_for(pools: _LoopPools, params: ConnectionParams) -> Abstra
     return connection
 
 
+# How long leaving a producer block waits for aiormq to finish closing a channel the broker closed.
+_CLOSE_WAIT = 5.0
+
+
+async def _settle(channel: AbstractRobustChannel, underlay: Any) -> None:
+    """Leaving a producer block: let aiormq finish closing the channel if the broker closed it meanwhile.
+
+    aiormq closes a channel in tasks of its own (its reader, then the wrappers it gathers);
+    a program ending right after the broker's refusal (asyncio.run() cancelling them mid-way)
+    would otherwise log "unhandled exception during asyncio.run() shutdown" for the refusal
+    it already got as an exception; then aio-pika reopens the channel (robust), which is
+    waited for too. Waits only after the channel closed, at most a few seconds; never raises.
+    """
+    if underlay is None or not underlay.is_closed:
+        return
+    reader = getattr(underlay, "_Channel__reader_task", None)  # checked in tests/test_aiormq_hooks.py
+    task = getattr(reader, "task", reader)
+    if isinstance(task, asyncio.Task) and not task.done():
+        await asyncio.wait([task], timeout=_CLOSE_WAIT)
+    await asyncio.sleep(0)  # the wrappers gathering it finish on the next turn
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CLOSE_WAIT):
+            await channel.ready()  # aio-pika's reopen of the channel, so it is not cut off mid-way
+
+
 @asynccontextmanager
 async def get_connection(
     amqp_uri: str | Sequence[str],
-    *,
     ssl: Any = None,
     login_method: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
@@ -119,13 +150,13 @@ async def get_connection(
     pools = await _loop_pools()
     async with pools.lock:
         connection = await _connection_for(pools, params)
-    yield connection
+    with mapped_errors(params.mask):
+        yield connection
 
 
 @asynccontextmanager
 async def get_producer(
     amqp_uri: str | Sequence[str],
-    *,
     confirms: bool = True,
     ssl: Any = None,
     login_method: str | None = None,
@@ -133,8 +164,11 @@ async def get_producer(
 ) -> AsyncIterator[AbstractRobustChannel]:
     """Yield the pooled aio-pika channel for these arguments, in confirm mode when `confirms` is true.
 
-    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can).
+    `confirms` decides, as in nameko (which writes it over kombu's `confirm_publish`
+    transport option). Raises ValueError for login_method="AMQPLAIN", which aio-pika
+    cannot do (Publisher can).
     """
+    transport_options = {**(transport_options or {}), "confirm_publish": bool(confirms)}
     params = _params(amqp_uri, ssl, login_method, transport_options)
     pools = await _loop_pools()
     key = (params, bool(confirms))
@@ -148,7 +182,12 @@ async def get_producer(
                 channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
             assert isinstance(channel, AbstractRobustChannel)
             pools.producers[key] = channel
-    yield channel
+    underlay = await channel.get_underlay_channel()
+    try:
+        with mapped_errors(params.mask):
+            yield channel
+    finally:
+        await _settle(channel, underlay)
 
 
 async def close_pools() -> None:
