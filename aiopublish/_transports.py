@@ -292,6 +292,8 @@ class UnconfirmedLink:
 
     def __init__(self, link: LinkLike) -> None:
         self._link = link
+        self._bound_to: Any = None  # the resolved link _ready_channel belongs to
+        self._ready_channel: Callable[[], PublishChannel | None] = _no_channel
 
     def _real(self) -> Any:
         link = self._link
@@ -310,8 +312,11 @@ class UnconfirmedLink:
         return self._link.blocked_reason
 
     def ready_channel(self) -> PublishChannel | None:
-        ready = getattr(self._real(), "ready_unconfirmed_channel", None)
-        return self._link.ready_channel() if ready is None else ready()
+        real = self._real()
+        if real is not self._bound_to:  # resolved (again): bind its method once, not per publish
+            self._bound_to = real
+            self._ready_channel = getattr(real, "ready_unconfirmed_channel", None) or self._link.ready_channel
+        return self._ready_channel()
 
     async def channel(self) -> PublishChannel:
         channel = await self._link.channel()  # connected, declarations made
