@@ -135,6 +135,16 @@ async def _settle(channel: AbstractRobustChannel, underlay: Any) -> None:
             await channel.ready()  # aio-pika's reopen of the channel, so it is not cut off mid-way
 
 
+async def _underlay(channel: AbstractRobustChannel) -> Any:
+    """The aiormq channel under `channel` now, or None; never waits (the robust one waits for a reconnect)."""
+    from aio_pika.channel import Channel
+
+    try:
+        return await Channel.get_underlay_channel(channel)  # type: ignore[arg-type]
+    except Exception:  # not open (being restored): nothing of it to settle
+        return None
+
+
 @asynccontextmanager
 async def get_connection(
     amqp_uri: str | Sequence[str],
@@ -182,7 +192,7 @@ async def get_producer(
                 channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
             assert isinstance(channel, AbstractRobustChannel)
             pools.producers[key] = channel
-    underlay = await channel.get_underlay_channel()
+    underlay = await _underlay(channel)
     try:
         with mapped_errors(params.mask):
             yield channel
