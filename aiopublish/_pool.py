@@ -23,10 +23,12 @@ import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
-from ._exceptions import ConnectionFailed, mapped_errors, translate
+from ._exceptions import ConnectionFailed, is_retriable, mapped_errors, translate
+from .retry import RetryState
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -86,6 +88,24 @@ def _params(
 
 
 async def _open(params: ConnectionParams) -> AbstractRobustConnection:
+    """Connect, retrying as kombu's transport options say (max_retries, interval_*), if any is given."""
+    policy = params.connect_retry
+    if policy is None:
+        return await _open_once(params)
+
+    def on_retry(state: RetryState) -> None:
+        log.warning(
+            "connecting to %s failed on try %d (%s); trying again in %.2f s (transport options)",
+            params.masked_url,
+            state.attempt,
+            params.mask(str(state.exception)),
+            state.next_wait,
+        )
+
+    return await policy.run(partial(_open_once, params), retry=is_retriable, on_retry=on_retry)
+
+
+async def _open_once(params: ConnectionParams) -> AbstractRobustConnection:
     import aio_pika  # here, not at module level: only these helpers need it (faster `import aiopublish`)
 
     options = dict(params.transport_options)

@@ -393,6 +393,26 @@ async def test_transport_options_retry_connecting_while_the_broker_is_down(
     assert (await broker.get(queue)).body == b'"after the outage"'
 
 
+async def test_get_connection_retries_connecting_with_transport_options(
+    tcp_proxy: TcpProxy, retry_log: _RetryLogged
+) -> None:
+    """get_connection(uri, None, None, TRANSPORT_OPTIONS) keeps trying to connect while the broker is down."""
+    tcp_proxy.refuse()
+
+    async def connect() -> bool:
+        async with get_connection(tcp_proxy.url(), None, None, TRANSPORT_OPTIONS) as connection:
+            return not connection.is_closed
+
+    try:
+        opening = asyncio.create_task(connect())
+        await asyncio.wait_for(retry_log.event.wait(), 10)  # refused twice, still trying
+        assert not opening.done()
+        tcp_proxy.refuse(False)
+        assert await asyncio.wait_for(opening, 10)
+    finally:
+        await aiopublish.close_pools()
+
+
 async def test_without_transport_options_a_down_broker_fails_at_once_with_retry_off(tcp_proxy: TcpProxy) -> None:
     """The contrast: no TRANSPORT_OPTIONS and retry=False, the first refused connection is the error."""
     tcp_proxy.refuse()
