@@ -30,7 +30,14 @@ _MISSING: Any = object()
 
 
 class OptionsOwner(Protocol):
-    """What a class using OptionAttribute implements: check a changed option and take it."""
+    """What a class using OptionAttribute implements: check a changed option and take it.
+
+    Its instances keep their own option values in `_options_given` (a dict), not in their
+    `__dict__`: touching an instance's `__dict__` turns CPython's inline attribute values into
+    a real dict and makes every other attribute access on it slower (the publish path's too).
+    """
+
+    _options_given: dict[str, Any]
 
     def _option_changed(self, name: str, value: Any) -> None: ...
 
@@ -52,8 +59,8 @@ class OptionAttribute:
                 raise AttributeError(f"type object {owner.__name__ if owner else '?'!r} has no attribute {self.name!r}")
             return self.default  # Publisher.mandatory is False, as with nameko's plain class attribute
         try:
-            return instance.__dict__[self.name]
-        except KeyError:
+            return instance._options_given[self.name]  # type: ignore[attr-defined]
+        except (KeyError, AttributeError):
             if self.default is _MISSING:
                 raise AttributeError(f"{type(instance).__name__!r} object has no attribute {self.name!r}") from None
             return self.default

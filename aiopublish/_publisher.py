@@ -188,7 +188,8 @@ class Publisher(metaclass=PublisherType):
             "retry_policy": retry_policy,
         }
         # Stored directly: the options are built once below, from all of them.
-        own = self.__dict__
+        self._options_given: dict[str, Any] = {}  # the instance's own option values (see _attributes)
+        own = self._options_given
         for name, value in given.items():
             if value is not None:
                 own[name] = value
@@ -280,7 +281,7 @@ class Publisher(metaclass=PublisherType):
     def _option_changed(self, name: str, value: Any) -> None:
         """An option attribute assigned on this instance: check it, then take it for the next publish."""
         self._apply(name, {name: value})
-        own = self.__dict__
+        own = self._options_given
         own[name] = value
         if name in _KWARG_ATTRIBUTES and name in self.publish_kwargs:
             self.publish_kwargs[name] = value  # the two say the same thing
@@ -291,7 +292,7 @@ class Publisher(metaclass=PublisherType):
 
     def _class_option_changed(self, name: str) -> None:
         """A class default changed: it applies unless this instance has its own value."""
-        if name not in self.__dict__:
+        if name not in self._options_given:
             self._apply(name, {})
 
     def _apply(self, name: str, changes: Mapping[str, Any]) -> None:
