@@ -24,7 +24,7 @@ from __future__ import annotations
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["OptionAttribute", "OptionsOwner", "PublisherType"]
+__all__ = ["OptionAttribute", "OptionsOwner", "PublisherType", "register"]
 
 _MISSING: Any = object()
 
