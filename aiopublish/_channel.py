@@ -127,13 +127,17 @@ class ConfirmChannel(aiormq.Channel):
     """A channel in confirm mode whose publishes are tracked by aiopublish, not aiormq.
 
     An `isolated` channel carries one publish at a time (Link.probe): any channel
-    error on it is that publish's own.
+    error on it is that publish's own. With `confirms=False` the channel is not put in
+    confirm mode (use_confirms=False publishes: the broker sends no ack per message) and
+    takes only untracked sends.
     """
 
     connection: AmqpConnection
 
-    def __init__(self, connection: AmqpConnection, number: int, *, isolated: bool = False) -> None:
-        super().__init__(connection, number, publisher_confirms=True, on_return_raises=False)
+    def __init__(
+        self, connection: AmqpConnection, number: int, *, isolated: bool = False, confirms: bool = True
+    ) -> None:
+        super().__init__(connection, number, publisher_confirms=confirms, on_return_raises=False)
         self.isolated = isolated
         self._pending: dict[int, Pending] = {}
         # message_id -> delivery tags of mandatory publishes that may still come back
@@ -157,10 +161,12 @@ class ConfirmChannel(aiormq.Channel):
         self._closing.add_done_callback(self._on_closed)
 
     @classmethod
-    async def open_on(cls, connection: AmqpConnection, *, isolated: bool = False) -> ConfirmChannel:
-        """Open a new confirm-mode channel on `connection`."""
+    async def open_on(
+        cls, connection: AmqpConnection, *, isolated: bool = False, confirms: bool = True
+    ) -> ConfirmChannel:
+        """Open a new channel on `connection`, in confirm mode unless `confirms` is false."""
         number = connection.next_channel_number()
-        channel = cls(connection, number, isolated=isolated)
+        channel = cls(connection, number, isolated=isolated, confirms=confirms)
         connection.channels[number] = channel
         await channel.open()
         return channel

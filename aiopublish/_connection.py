@@ -24,15 +24,22 @@ from aiormq.connection import TCPTransportFactory, TLSTransportFactory, Transpor
 from pamqp import commands as spec
 from yarl import URL
 
+from ._durations import seconds
 from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, VhostNotFound, translate
 from ._frames import ConfirmFrames
+from ._tls import SslSetting, build_context, ssl_setting
+from .retry import RetryPolicy, Stop, stop_after_attempt, stop_never, wait_incrementing
 
-__all__ = ["AmqpConnection", "ConnectionParams", "mask_url"]
+__all__ = ["AmqpConnection", "ConnectionParams", "call_connect_retry", "connect_retry_policy", "mask_url"]
 
 log = logging.getLogger("aiopublish")
 
 LOGIN_METHODS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
-_TRANSPORT_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout", "shuffle_nodes")
+# kombu's connection-establishment retries (nameko's TRANSPORT_OPTIONS), see connect_retry_policy.
+CONNECT_RETRY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max")
+# What a connection is made with: a publish cannot change these (it would need a connection of its own).
+CONNECTION_SHAPING_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout", "shuffle_nodes")
+TRANSPORT_OPTIONS = (*CONNECTION_SHAPING_OPTIONS, *CONNECT_RETRY_KEYS, "confirm_publish")
 DEFAULT_HEARTBEAT = 15
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _MASK = "******"
@@ -79,29 +86,64 @@ def _login_method(login_method: object) -> str | None:
     return login_method.upper()
 
 
-def _ssl_value(ssl: object) -> bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None:
-    if ssl is None or isinstance(ssl, (bool, ssl_module.SSLContext)):
-        return ssl
-    if isinstance(ssl, Mapping):
-        unknown = set(ssl) - {"cafile", "certfile", "keyfile", "verify", "server_hostname", "capath"}
-        if unknown:
-            raise ValueError(f"unknown ssl option(s): {', '.join(sorted(unknown))}")
-        return tuple(sorted(ssl.items()))
-    raise TypeError(f"ssl must be a bool, an ssl.SSLContext or a dict, not {type(ssl).__name__}")
-
-
 def _transport(transport_options: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     options = dict(transport_options or {})
-    unknown = set(options) - set(_TRANSPORT_OPTIONS)
+    unknown = set(options) - set(TRANSPORT_OPTIONS)
     if unknown:
         raise ValueError(
-            f"unknown transport option(s): {', '.join(sorted(unknown))} (known: {', '.join(_TRANSPORT_OPTIONS)})"
+            f"unknown transport option(s): {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(TRANSPORT_OPTIONS)})"
         )
     if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
         raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
     if "client_properties" in options:
         options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
+    confirm_publish = options.pop("confirm_publish", None)
+    if confirm_publish is not None and not isinstance(confirm_publish, bool):
+        raise TypeError(f"transport option confirm_publish must be True or False, not {confirm_publish!r}")
+    connect_retry_policy(options)  # checked now, not at the first connect
     return tuple(sorted(options.items()))
+
+
+def call_connect_retry(transport_options: Mapping[str, Any], params: ConnectionParams) -> RetryPolicy | None:
+    """One publish's `transport_options`: checked, and its connection-establishment retries (None: the publisher's).
+
+    ValueError for a key that shapes the connection (heartbeat, connection_name, ...) with
+    another value than the publisher's: one publish cannot change the connection it shares.
+    """
+    call = dict(_transport(transport_options))
+    own = dict(params.transport_options)
+    for key in CONNECTION_SHAPING_OPTIONS:
+        if key in call and call[key] != own.get(key):
+            raise ValueError(
+                f"transport option {key!r} of a publish() differs from the publisher's ({own.get(key)!r}): "
+                "it shapes the connection every publish shares; set it on the Publisher"
+            )
+    return connect_retry_policy(call)
+
+
+def connect_retry_policy(transport_options: Mapping[str, Any]) -> RetryPolicy | None:
+    """kombu's connection-establishment retries from nameko's TRANSPORT_OPTIONS, or None when none is set.
+
+    kombu (Connection._extract_failover_opts, _ensure_connection) reads `max_retries` (missing or
+    None: forever), `interval_start` (default 2 s), `interval_step` (2 s) and `interval_max` (30 s)
+    from the transport options and retries opening the connection with them; a round is one try
+    of every node. Only these keys make a policy; without any of them a connection is tried once.
+    """
+    given = {key: transport_options[key] for key in CONNECT_RETRY_KEYS if key in transport_options}
+    if not given:
+        return None
+    max_retries = given.get("max_retries")
+    stop: Stop = stop_never
+    if max_retries is not None:
+        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+            raise ValueError(f"transport option max_retries must be an int >= 0 or None, not {max_retries!r}")
+        stop = stop_after_attempt(max_retries + 1)
+    waits = {}
+    for key, default in (("interval_start", 2.0), ("interval_step", 2.0), ("interval_max", 30.0)):
+        waits[key] = seconds(given.get(key, default), f"transport option {key}")
+    wait = wait_incrementing(start=waits["interval_start"], increment=waits["interval_step"], max=waits["interval_max"])
+    return RetryPolicy(stop=stop, wait=wait)
 
 
 # kombu's names for an AMQP broker (nameko's usual AMQP_URI is "pyamqp://guest:guest@localhost"):
@@ -182,9 +224,13 @@ class ConnectionParams:
     """
 
     urls: tuple[str, ...]
-    ssl: bool | ssl_module.SSLContext | tuple[tuple[str, Any], ...] | None = None
+    ssl: SslSetting = None
     login_method: str | None = None
     transport_options: tuple[tuple[str, Any], ...] = field(default=())
+    # Built once from an ssl dict (files read and checked when the Publisher is built); not part of equality.
+    context: ssl_module.SSLContext | None = field(default=None, compare=False, repr=False)
+    # kombu's connection-establishment retries from the transport options (None: one try per node).
+    connect_retry: RetryPolicy | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -194,8 +240,22 @@ class ConnectionParams:
         login_method: str | None = None,
         transport_options: Mapping[str, Any] | None = None,
     ) -> ConnectionParams:
-        """Validate the arguments; raise TypeError/ValueError naming what is wrong (never a password)."""
-        return cls(_node_urls(amqp_uri), _ssl_value(ssl), _login_method(login_method), _transport(transport_options))
+        """Validate the arguments; raise TypeError/ValueError naming what is wrong (never a password).
+
+        An ssl dict is turned into its SSLContext here: a CA, certificate or key file that is
+        missing or unreadable is a ValueError naming the option and the path, never retried.
+        """
+        setting = ssl_setting(ssl)
+        context = build_context(dict(setting)) if isinstance(setting, tuple) else None
+        transport = _transport(transport_options)
+        return cls(
+            _node_urls(amqp_uri),
+            setting,
+            _login_method(login_method),
+            transport,
+            context,
+            connect_retry_policy(dict(transport)),
+        )
 
     @property
     def url(self) -> str:
@@ -232,14 +292,9 @@ class ConnectionParams:
             return None
         if isinstance(ssl, ssl_module.SSLContext):
             return ssl
-        options = dict(ssl) if isinstance(ssl, tuple) else {}
-        context = ssl_module.create_default_context(cafile=options.get("cafile"), capath=options.get("capath"))
-        if options.get("certfile"):
-            context.load_cert_chain(options["certfile"], options.get("keyfile"))
-        if options.get("verify") is False:
-            context.check_hostname = False
-            context.verify_mode = ssl_module.CERT_NONE
-        return context
+        if self.context is not None:
+            return self.context
+        return ssl_module.create_default_context()
 
     def _connection_url(self, node: str | None = None) -> URL:
         url = URL(node or self.url)

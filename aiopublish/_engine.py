@@ -27,6 +27,7 @@ that fails goes on, from its error, under the policy.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -97,7 +98,17 @@ class Expired(Exception):
 class Engine:
     """The link, slots, deadlines, metrics and mask of one Publisher in one event loop, and its attempts."""
 
-    __slots__ = ("close_timeout", "deadlines", "link", "log_gate", "mask", "masked_url", "metrics", "slots")
+    __slots__ = (
+        "close_timeout",
+        "deadlines",
+        "link",
+        "log_gate",
+        "mask",
+        "masked_url",
+        "metrics",
+        "slots",
+        "unconfirmed",
+    )
 
     def __init__(
         self,
@@ -107,7 +118,10 @@ class Engine:
         mask: Callable[[str], str],
         masked_url: str,
         close_timeout: float,
+        *,
+        unconfirmed: LinkLike | None = None,
     ) -> None:
+        """`unconfirmed`: the link's view for use_confirms=False publishes (a channel not in confirm mode)."""
         self.link = link
         self.slots = InFlightLimit(max_in_flight)
         # The confirm deadlines of publishes that wait only for their confirm (the fast path).
@@ -117,6 +131,12 @@ class Engine:
         self.masked_url = masked_url
         self.close_timeout = close_timeout
         self.log_gate = LogGate(_RETRY_LOG_INTERVAL)
+        #: The same engine (slots, deadlines, metrics shared) over the unconfirmed view of the link.
+        self.unconfirmed: Engine | None = None
+        if unconfirmed is not None:
+            sibling = copy.copy(self)
+            sibling.link = unconfirmed
+            self.unconfirmed = sibling
 
     # -- the one retry loop ------------------------------------------------------------------
 
@@ -230,6 +250,8 @@ class Engine:
         ConfirmDeadlines entry, not a timer of its own, and the retry policy is not entered
         unless the attempt fails. Everything else takes the full path (_publish_retrying).
         """
+        if not options.use_confirms and self.unconfirmed is not None:
+            return await self.unconfirmed.publish(message, options, deadline, span)
         link = self.link
         channel = link.ready_channel()
         if channel is None or options.call_declare or link.is_blocked or channel.backed_up:
@@ -369,6 +391,8 @@ class Engine:
         span: NoRecord = NO_SPAN,
     ) -> list[PublishResult]:
         """Publish encoded messages (publish_many, the outbox relay); one result per message, in order (see _batch)."""
+        if not options.use_confirms and self.unconfirmed is not None:
+            return await self.unconfirmed.publish_batch(messages, options, refused, span)
         return await BatchRun(self, messages, options, refused, span).run()
 
 

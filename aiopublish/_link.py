@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import socket
@@ -47,9 +48,9 @@ from ._exceptions import (
 )
 from ._metrics import Metrics
 from ._options import Prepared
-from .retry import RetryPolicy
+from .retry import RetryPolicy, RetryState
 
-__all__ = ["Link", "LinkLike"]
+__all__ = ["CALL_CONNECT_RETRY", "Link", "LinkLike"]
 
 log = logging.getLogger("aiopublish")
 
@@ -60,6 +61,12 @@ _RETIRED_CHANNEL_DRAIN = 30.0
 # How long the liveness round trip may take before the connection counts as dead, unless
 # other frames arrived meanwhile (a busy broker that is still answering).
 _LIVENESS_PROBE_TIMEOUT = 5.0
+
+
+#: A publish's own connection-establishment retries (its `transport_options`), while it runs; None: the link's.
+CALL_CONNECT_RETRY: contextvars.ContextVar[RetryPolicy | None] = contextvars.ContextVar(
+    "aiopublish_call_connect_retry", default=None
+)
 
 
 class LinkLike(Protocol):
@@ -108,6 +115,8 @@ class Link:
         self._connection: AmqpConnection | None = None
         self._channel: ConfirmChannel | None = None
         self._probe_channel: ConfirmChannel | None = None
+        # The channel without confirm mode that use_confirms=False publishes go on (opened on demand).
+        self._unconfirmed: ConfirmChannel | None = None
         self._probe_lock: asyncio.Lock | None = None
         self._declared: list[Entity] = []  # steps declared on the current channel
         self._open_lock = asyncio.Lock()
@@ -253,10 +262,52 @@ class Link:
             raise errors[0]
         raise ConnectionFailed(f"none of the {count} nodes answered: " + "; ".join(str(e) for e in errors))
 
+    def ready_unconfirmed_channel(self) -> ConfirmChannel | None:
+        """The open channel without confirm mode, or None when one must be opened first."""
+        channel = self._unconfirmed
+        if channel is not None and not channel.refused and self._channel is not None:
+            return channel
+        return None
+
+    async def unconfirmed_channel(self) -> ConfirmChannel:
+        """A channel NOT in confirm mode (nameko's use_confirms=False producer), opened after the confirm
+        channel so the publisher's declarations are made first. Raises ConnectionFailed."""
+        channel = self.ready_unconfirmed_channel()
+        if channel is not None:
+            return channel
+        await self.channel()
+        async with self._open_lock:
+            channel = self.ready_unconfirmed_channel()
+            if channel is not None:
+                return channel
+            connection = self._connection
+            if self.closed or connection is None or connection.is_closed:
+                raise ChannelInterrupted("the connection closed before a channel could be opened; nothing was sent")
+            with mapped_errors(self.params.mask):
+                channel = self._unconfirmed = await ConfirmChannel.open_on(connection, confirms=False)
+            return channel
+
+    async def _establish(self) -> AmqpConnection:
+        """Connect to a node, retrying as kombu's transport options say (max_retries, interval_*), if set."""
+        policy = CALL_CONNECT_RETRY.get() or self.params.connect_retry
+        if policy is None:
+            return await self._connect_any_node()
+
+        def on_retry(state: RetryState) -> None:
+            log.warning(
+                "connecting to %s failed on try %d (%s); trying again in %.2f s (transport options)",
+                self.params.masked_url,
+                state.attempt,
+                self.params.mask(str(state.exception)),
+                state.next_wait,
+            )
+
+        return await policy.run(self._connect_any_node, retry=is_retriable, on_retry=on_retry)
+
     async def _open(self) -> ConfirmChannel:
         connection = self._connection
         if connection is None or connection.is_closed:
-            connection = await self._connect_any_node()
+            connection = await self._establish()
             if self.closed:  # close() ran while this connected: it could not see the connection
                 await connection.close()
                 raise PublisherClosed("the publisher is closed")
@@ -359,6 +410,7 @@ class Link:
         def on_retry(state: object) -> None:
             log.info("reconnect attempt failed: %s", getattr(state, "exception", "?"))
 
+        CALL_CONNECT_RETRY.set(None)  # this task's own context: the link's transport options, not a publish's
         try:
             await self.reconnect_policy.run(self.channel, retry=is_retriable, on_retry=on_retry)
         except PublisherClosed:
@@ -378,7 +430,7 @@ class Link:
         """
         self.closed = True
         connection = self._connection
-        self._connection = self._channel = self._probe_channel = None
+        self._connection = self._channel = self._probe_channel = self._unconfirmed = None
         tasks = [self._reconnect_task, self._liveness_task, *self._retiring]
         self._reconnect_task = self._liveness_task = None
         self._retiring = set()
@@ -400,7 +452,7 @@ class Link:
         """Wait (up to drain_timeout) for in-flight confirms, then close; always releases the socket."""
         self.closed = True
         channel, connection = self._channel, self._connection
-        self._channel = self._probe_channel = None
+        self._channel = self._probe_channel = self._unconfirmed = None
         background = [self._reconnect_task, self._liveness_task, *self._retiring]
         self._reconnect_task = self._liveness_task = None
         try:

@@ -64,6 +64,8 @@ PUBLISH_OPTIONS = frozenset(
 )
 # What **publish_kwargs of the constructor may hold: everything per-call except the named options.
 CONSTRUCTOR_PUBLISH_KWARGS = PUBLISH_OPTIONS - set(NAMED_OPTIONS)
+# publish() only, taken off before the options are resolved: nameko's per-call transport options.
+CALL_ONLY_OPTIONS = frozenset({"transport_options"})
 
 # Options the properties template holds: changing one needs templates of its own. (content_type,
 # content_encoding and compression are in the templates' key; the rest only reach the method frame.)

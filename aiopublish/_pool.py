@@ -6,20 +6,29 @@ connection; producers (channels) are pooled per connection and confirm flag.
 `close_pools()` closes what this event loop's pools opened. asyncio.run() calls it as the loop
 shuts down (aio-pika's robust connections keep tasks running until they are closed), so a
 program that forgets it still ends with no task pending.
+
+The arguments are nameko's, in nameko's order, positional or by name:
+`get_connection(amqp_uri, ssl, login_method, transport_options)` and
+`get_producer(amqp_uri, confirms, ssl, login_method, transport_options)`. An aiormq or
+aio-pika error raised inside the `async with` block (a publish the broker refuses, a lost
+connection) comes out as aiopublish's exception for it (NotFound, ConnectionFailed, ...).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._connection import ConnectionParams
-from ._exceptions import ConnectionFailed, mapped_errors, translate
+from ._exceptions import ConnectionFailed, is_retriable, mapped_errors, translate
+from .retry import RetryState
 
 if TYPE_CHECKING:
     from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
@@ -79,6 +88,24 @@ def _params(
 
 
 async def _open(params: ConnectionParams) -> AbstractRobustConnection:
+    """Connect, retrying as kombu's transport options say (max_retries, interval_*), if any is given."""
+    policy = params.connect_retry
+    if policy is None:
+        return await _open_once(params)
+
+    def on_retry(state: RetryState) -> None:
+        log.warning(
+            "connecting to %s failed on try %d (%s); trying again in %.2f s (transport options)",
+            params.masked_url,
+            state.attempt,
+            params.mask(str(state.exception)),
+            state.next_wait,
+        )
+
+    return await policy.run(partial(_open_once, params), retry=is_retriable, on_retry=on_retry)
+
+
+async def _open_once(params: ConnectionParams) -> AbstractRobustConnection:
     import aio_pika  # here, not at module level: only these helpers need it (faster `import aiopublish`)
 
     options = dict(params.transport_options)
@@ -103,10 +130,44 @@ async def _connection_for(pools: _LoopPools, params: ConnectionParams) -> Abstra
     return connection
 
 
+# How long leaving a producer block waits for aiormq to finish closing a channel the broker closed.
+_CLOSE_WAIT = 5.0
+
+
+async def _settle(channel: AbstractRobustChannel, underlay: Any) -> None:
+    """Leaving a producer block: let aiormq finish closing the channel if the broker closed it meanwhile.
+
+    aiormq closes a channel in tasks of its own (its reader, then the wrappers it gathers);
+    a program ending right after the broker's refusal (asyncio.run() cancelling them mid-way)
+    would otherwise log "unhandled exception during asyncio.run() shutdown" for the refusal
+    it already got as an exception; then aio-pika reopens the channel (robust), which is
+    waited for too. Waits only after the channel closed, at most a few seconds; never raises.
+    """
+    if underlay is None or not underlay.is_closed:
+        return
+    reader = getattr(underlay, "_Channel__reader_task", None)  # checked in tests/test_aiormq_hooks.py
+    task = getattr(reader, "task", reader)
+    if isinstance(task, asyncio.Task) and not task.done():
+        await asyncio.wait([task], timeout=_CLOSE_WAIT)
+    await asyncio.sleep(0)  # the wrappers gathering it finish on the next turn
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_CLOSE_WAIT):
+            await channel.ready()  # aio-pika's reopen of the channel, so it is not cut off mid-way
+
+
+async def _underlay(channel: AbstractRobustChannel) -> Any:
+    """The aiormq channel under `channel` now, or None; never waits (the robust one waits for a reconnect)."""
+    from aio_pika.channel import Channel
+
+    try:
+        return await Channel.get_underlay_channel(channel)  # type: ignore[arg-type]
+    except Exception:  # not open (being restored): nothing of it to settle
+        return None
+
+
 @asynccontextmanager
 async def get_connection(
     amqp_uri: str | Sequence[str],
-    *,
     ssl: Any = None,
     login_method: str | None = None,
     transport_options: Mapping[str, Any] | None = None,
@@ -119,13 +180,13 @@ async def get_connection(
     pools = await _loop_pools()
     async with pools.lock:
         connection = await _connection_for(pools, params)
-    yield connection
+    with mapped_errors(params.mask):
+        yield connection
 
 
 @asynccontextmanager
 async def get_producer(
     amqp_uri: str | Sequence[str],
-    *,
     confirms: bool = True,
     ssl: Any = None,
     login_method: str | None = None,
@@ -133,8 +194,11 @@ async def get_producer(
 ) -> AsyncIterator[AbstractRobustChannel]:
     """Yield the pooled aio-pika channel for these arguments, in confirm mode when `confirms` is true.
 
-    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can).
+    `confirms` decides, as in nameko (which writes it over kombu's `confirm_publish`
+    transport option). Raises ValueError for login_method="AMQPLAIN", which aio-pika
+    cannot do (Publisher can).
     """
+    transport_options = {**(transport_options or {}), "confirm_publish": bool(confirms)}
     params = _params(amqp_uri, ssl, login_method, transport_options)
     pools = await _loop_pools()
     key = (params, bool(confirms))
@@ -148,7 +212,12 @@ async def get_producer(
                 channel = await connection.channel(publisher_confirms=bool(confirms), on_return_raises=bool(confirms))
             assert isinstance(channel, AbstractRobustChannel)
             pools.producers[key] = channel
-    yield channel
+    underlay = await _underlay(channel)
+    try:
+        with mapped_errors(params.mask):
+            yield channel
+    finally:
+        await _settle(channel, underlay)
 
 
 async def close_pools() -> None:

@@ -24,23 +24,31 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from ssl import SSLContext
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, Literal, Unpack
 
 from . import _tracing
+from ._attributes import PublisherType, register
 from ._batch import prepare_batch
-from ._connection import ConnectionParams, mask_url
+from ._connection import ConnectionParams, call_connect_retry, mask_url
 from ._declarations import Declarable
 from ._durations import seconds
 from ._engine import Engine, SpoolLayer, SpoolSource
 from ._exceptions import PublisherClosed, PublishTimeout
-from ._link import LinkLike
+from ._link import CALL_CONNECT_RETRY, LinkLike
 from ._metrics import Metrics
-from ._options import CONSTRUCTOR_PUBLISH_KWARGS, PUBLISH_OPTIONS, Options, Prepared, check_publish_kwargs
+from ._options import (
+    CONSTRUCTOR_PUBLISH_KWARGS,
+    NAMED_OPTIONS,
+    PUBLISH_OPTIONS,
+    Options,
+    Prepared,
+    check_publish_kwargs,
+)
 from ._result import PublishResult, PublishStatus, result_of
 from ._state import PublisherState
 from ._tracing import NO_SPAN, NoRecord
-from ._transports import link_for
+from ._transports import UnconfirmedLink, link_for
 from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy
 
@@ -78,6 +86,22 @@ _PER_MESSAGE_OPTIONS = frozenset(
 _OVERRIDE_CACHE_SIZE = 256
 
 
+# What the connection is made with: assignable until the publisher first connects.
+_CONNECTION_ATTRIBUTES = frozenset({"amqp_uri", "ssl", "login_method", "transport_options"})
+# Defaults the constructor takes among **publish_kwargs, which are also class attributes.
+_KWARG_ATTRIBUTES = ("timeout", "retry_nacked")
+
+
+def _check_confirm_publish(transport_options: Mapping[str, Any], use_confirms: bool) -> None:
+    # nameko writes use_confirms over kombu's confirm_publish; one that says otherwise would be ignored.
+    confirm_publish = transport_options.get("confirm_publish")
+    if confirm_publish is not None and confirm_publish != use_confirms:
+        raise ValueError(
+            f"transport option confirm_publish={confirm_publish!r} contradicts use_confirms={use_confirms!r}: "
+            "use_confirms decides whether the channel confirms (as in nameko); set that instead"
+        )
+
+
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
@@ -87,15 +111,36 @@ class _State(enum.Enum):
     value: Literal["unopened", "open", "closing", "closed"]
 
 
-class Publisher:
+class Publisher(metaclass=PublisherType):
     """Publishes messages to RabbitMQ with confirms, retries and nameko's options.
 
     Class attributes are the defaults; a constructor argument replaces one when it
-    is not None (so False and 0 are kept); a keyword of `publish()` replaces both
-    for that call only. Extra constructor keywords (exchange, routing_key, headers,
-    reply_to, timeout, ...) are defaults for every publish.
+    is not None (so False and 0 are kept); an attribute assigned later on the
+    instance (`publisher.mandatory = True`) replaces that; a keyword of `publish()`
+    replaces all of them for that call only. A subclass, or an assignment on the
+    class, changes the class default, for live publishers too. Extra constructor
+    keywords (exchange, routing_key, headers, reply_to, timeout, ...) are kept as
+    given in `publish_kwargs` and are defaults for every publish. An assignment is
+    checked at once (TypeError/ValueError naming the option, the old value kept).
+    `amqp_uri`, `ssl`, `login_method` and `transport_options` can be assigned until
+    the publisher first connects.
     """
 
+    # Read at every publish, as nameko reads them (see aiopublish._attributes).
+    _OPTION_ATTRIBUTES = (*NAMED_OPTIONS, *_KWARG_ATTRIBUTES, "publish_kwargs", *sorted(_CONNECTION_ATTRIBUTES))
+
+    #: The broker URL(s) as given to the constructor.
+    amqp_uri: str | Sequence[str]
+    #: `True`, an `ssl.SSLContext`, or a dict of aiopublish's or py-amqp's ssl keys (nameko's AMQP_SSL).
+    ssl: bool | SSLContext | Mapping[str, Any] | None = None
+    #: "PLAIN" (None), "AMQPLAIN" or "EXTERNAL".
+    login_method: LoginMethod | None = None
+    #: Connection settings (heartbeat, connection_name, ...) and kombu's connection-establishment
+    #: retries (max_retries, interval_start, interval_step, interval_max); nameko's default holds
+    #: the retries (its DEFAULT_TRANSPORT_OPTIONS), aiopublish's none (see the compatibility table).
+    transport_options: Mapping[str, Any] = MappingProxyType({})
+    #: The extra keywords the constructor was given, exactly as given.
+    publish_kwargs: dict[str, Any]
     use_confirms: bool = True
     serializer: str = "json"
     compression: str | None = None
@@ -138,7 +183,6 @@ class Publisher:
         **publish_kwargs: Unpack[DefaultOptions],
     ) -> None:
         check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
-        publish_kwargs.setdefault("retry_nacked", type(self).retry_nacked)
         given = {
             "use_confirms": use_confirms,
             "serializer": serializer,
@@ -151,15 +195,30 @@ class Publisher:
             "retry": retry,
             "retry_policy": retry_policy,
         }
+        # Stored directly: the options are built once below, from all of them.
+        self._options_given: dict[str, Any] = {}  # the instance's own option values (see _attributes)
+        own = self._options_given
         for name, value in given.items():
             if value is not None:
-                setattr(self, name, value)
-        named = {name: getattr(self, name) for name in given}
-        publish_kwargs.setdefault("timeout", type(self).timeout)
-        self._params = ConnectionParams.build(amqp_uri, ssl, login_method, transport_options)
+                own[name] = value
+        own["amqp_uri"] = amqp_uri
+        connection: dict[str, object] = {
+            "ssl": ssl,
+            "login_method": login_method,
+            "transport_options": transport_options,
+        }
+        for name, setting in connection.items():
+            if setting is not None:
+                own[name] = setting
+        given_kwargs: Mapping[str, Any] = publish_kwargs
+        for name in _KWARG_ATTRIBUTES:
+            if name in given_kwargs:
+                own[name] = given_kwargs[name]
+        own["publish_kwargs"] = publish_kwargs
+        self._link_declare: tuple[Any, ...] | None = None  # the declarations the link was built with
+        self._params = self._connection_params({})
         self._mask = self._params.mask
-        self._defaults = Options.build(named, publish_kwargs)
-        self.publish_kwargs = publish_kwargs
+        self._defaults = self._build_defaults({})
         if max_in_flight is not None:
             if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
                 raise ValueError(f"max_in_flight must be an int >= 1, not {max_in_flight!r}")
@@ -168,8 +227,8 @@ class Publisher:
             self.close_timeout = seconds(close_timeout, "close_timeout")
         self._override_cache: dict[tuple[Any, ...], Options] = {}
         self._metrics = Metrics()
-        self._engine = self._make_engine()
         self._state = _State.UNOPENED
+        self._engine = self._make_engine()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._active = 0  # publish() / publish_many() calls under way
         self._drained: asyncio.Event | None = None  # set when _active drops to 0 during close()
@@ -181,12 +240,23 @@ class Publisher:
                 raise TypeError(f"spool must be an aiopublish.outbox.Outbox, not {type(spool).__name__}")
             self._spool = spool.spool_layer(self, lambda: self._engine)
         self._send = self._sender()
+        register(self)  # from now on a class-level option change reaches this publisher
 
     def _make_engine(self) -> Engine:
         # The link is chosen by the URL's scheme, built at first use (so a test's link override still applies).
         policy = self._defaults.retry_policy or DEFAULT_RETRY_POLICY
+        self._link_declare = self._defaults.declare
         link = link_for(self._params, self._defaults.declare, policy, self._metrics)
-        return Engine(link, self.max_in_flight, self._metrics, self._mask, self._params.masked_url, self.close_timeout)
+        # use_confirms=False publishes: the same connection, a channel without confirm mode.
+        return Engine(
+            link,
+            self.max_in_flight,
+            self._metrics,
+            self._mask,
+            self._params.masked_url,
+            self.close_timeout,
+            unconfirmed=UnconfirmedLink(link),
+        )
 
     @property
     def _link(self) -> LinkLike:
@@ -198,6 +268,80 @@ class Publisher:
         Either returns True only when the message went to the spool instead of the broker.
         """
         return self._spool.publish if self._spool is not None else self._engine.publish
+
+    # -- option attributes (nameko reads them at every publish) ------------------------------
+
+    def _connection_params(self, changes: Mapping[str, Any]) -> ConnectionParams:
+        def value(name: str) -> Any:
+            return changes[name] if name in changes else getattr(self, name)
+
+        return ConnectionParams.build(
+            value("amqp_uri"), value("ssl"), value("login_method"), value("transport_options") or None
+        )
+
+    def _build_defaults(self, changes: Mapping[str, Any]) -> Options:
+        """The options of a publish without keywords, from the attributes with `changes` applied; checks them all."""
+
+        def value(name: str) -> Any:
+            return changes[name] if name in changes else getattr(self, name)
+
+        publish_kwargs = value("publish_kwargs")
+        if not isinstance(publish_kwargs, Mapping):
+            raise TypeError(f"publish_kwargs must be a dict, not {type(publish_kwargs).__name__}")
+        check_publish_kwargs(publish_kwargs, CONSTRUCTOR_PUBLISH_KWARGS, "Publisher()")
+        kwargs = {name: value(name) for name in _KWARG_ATTRIBUTES}
+        kwargs.update(publish_kwargs)
+        for name in _KWARG_ATTRIBUTES:
+            if name in changes:  # assigned now: wins over (and is copied into) publish_kwargs
+                kwargs[name] = changes[name]
+        options = Options.build({name: value(name) for name in NAMED_OPTIONS}, kwargs)
+        if self._link_declare is not None:
+            # Declarations assigned after the link was made: every publish makes sure of them.
+            options.call_declare = tuple(entity for entity in options.declare if entity not in self._link_declare)
+        transport = value("transport_options") or {}
+        _check_confirm_publish(transport, options.use_confirms)
+        return options
+
+    def _option_changed(self, name: str, value: Any) -> None:
+        """An option attribute assigned on this instance: check it, then take it for the next publish."""
+        self._apply(name, {name: value})
+        own = self._options_given
+        own[name] = value
+        if name in _KWARG_ATTRIBUTES and name in self.publish_kwargs:
+            self.publish_kwargs[name] = value  # the two say the same thing
+        if name == "publish_kwargs":
+            for key in _KWARG_ATTRIBUTES:
+                if key in value:
+                    own[key] = value[key]
+
+    def _class_option_changed(self, name: str) -> None:
+        """A class default changed: it applies unless this instance has its own value."""
+        if name not in self._options_given:
+            self._apply(name, {})
+
+    def _apply(self, name: str, changes: Mapping[str, Any]) -> None:
+        rebuild_link = name in _CONNECTION_ATTRIBUTES or name in ("declare", "retry_policy")
+        if rebuild_link and self._state is not _State.UNOPENED:
+            if name in _CONNECTION_ATTRIBUTES:
+                raise AttributeError(
+                    f"{name} cannot change once the publisher has connected (its connection was made with it); "
+                    "create a new Publisher"
+                )
+            rebuild_link = False
+        params = self._connection_params(changes) if name in _CONNECTION_ATTRIBUTES else self._params
+        link_declare = self._link_declare
+        if rebuild_link:
+            self._link_declare = None
+        try:
+            defaults = self._build_defaults(changes)
+        finally:
+            self._link_declare = link_declare
+        # Checked: take it.
+        self._params, self._mask, self._defaults = params, params.mask, defaults
+        self._override_cache.clear()
+        if rebuild_link:
+            self._engine = self._make_engine()
+            self._send = self._sender()
 
     def __repr__(self) -> str:
         return f"<Publisher {self._params.masked_url} {self._state.value}>"
@@ -370,6 +514,8 @@ class Publisher:
             log.info("%r: its event loop ended; reconnecting in the new one", self)
             self._link.abandon()
             self._engine = self._make_engine()
+            self._defaults = self._build_defaults({})  # every declaration is the new link's own
+            self._override_cache.clear()
             self._send = self._sender()
             self._active = 0
             self._drained = None
@@ -390,6 +536,8 @@ class Publisher:
         that cannot be encoded; in the last three cases nothing was sent. With a `spool`, a
         publish the broker is unreachable for returns status "spooled" instead of raising.
         """
+        if kwargs and "transport_options" in kwargs:
+            return await self._publish_with_transport_options(payload, kwargs)
         span = NO_SPAN
         try:
             loop = asyncio.get_running_loop()
@@ -433,6 +581,28 @@ class Publisher:
         if span is not NO_SPAN:
             span.finish(None, result.status)
         return result
+
+    async def _publish_with_transport_options(self, payload: Any, kwargs: Mapping[str, Any]) -> PublishResult:
+        """publish() with nameko's per-call `transport_options`: this call's connection-establishment retries.
+
+        The keys that shape a connection (heartbeat, connection_name, ...) must be the
+        publisher's own: a publish cannot change the connection it shares (nameko would take
+        another pooled connection); kombu's retry keys apply if this publish has to connect.
+        """
+        rest = dict(kwargs)
+        transport = rest.pop("transport_options")
+        if transport is not None:
+            if not isinstance(transport, Mapping):
+                raise TypeError(f"transport_options must be a dict, not {type(transport).__name__}")
+            policy = call_connect_retry(transport, self._params)
+            use_confirms = rest.get("use_confirms", self._defaults.use_confirms)
+            _check_confirm_publish(transport, use_confirms)
+            token = CALL_CONNECT_RETRY.set(policy)
+            try:
+                return await self.publish(payload, **rest)
+            finally:
+                CALL_CONNECT_RETRY.reset(token)
+        return await self.publish(payload, **rest)
 
     def _options_for(self, kwargs: Mapping[str, Any], where: str = "publish()") -> Options:
         """The options of a call with these keywords; shared between calls that pass the same simple ones.

@@ -40,7 +40,15 @@ from ._metrics import Metrics
 from ._options import Prepared
 from .retry import RetryPolicy
 
-__all__ = ["DeferredLink", "LinkFactory", "LinkOverride", "link_for", "override_links", "register_link_factory"]
+__all__ = [
+    "DeferredLink",
+    "UnconfirmedLink",
+    "LinkFactory",
+    "LinkOverride",
+    "link_for",
+    "override_links",
+    "register_link_factory",
+]
 
 LinkFactory = Callable[[ConnectionParams, Iterable[Exchange | Queue], RetryPolicy, Metrics], LinkLike]
 
@@ -271,3 +279,64 @@ class DeferredLink:
             await link.close(drain_timeout)
         if self._default is not None and self._default is not link:
             await self._default.close(drain_timeout)  # built for a look at it, never used: nothing to drain
+
+
+class UnconfirmedLink:
+    """A publisher's link as its use_confirms=False publishes see it: a channel NOT in confirm mode.
+
+    nameko publishes unconfirmed messages through a producer whose channel has no confirms,
+    so the broker sends no ack per message. Same connection, same declarations (made on the
+    confirm channel: exchanges and queues belong to the broker, not to a channel); a link
+    that has no such channel (a test double) gives its one channel, which sends untracked.
+    """
+
+    def __init__(self, link: LinkLike) -> None:
+        self._link = link
+        self._bound_to: Any = None  # the resolved link _ready_channel belongs to
+        self._ready_channel: Callable[[], PublishChannel | None] = _no_channel
+
+    def _real(self) -> Any:
+        link = self._link
+        return link.resolved if isinstance(link, DeferredLink) else link
+
+    @property
+    def node(self) -> str | None:
+        return self._link.node
+
+    @property
+    def is_blocked(self) -> bool:
+        return self._link.is_blocked
+
+    @property
+    def blocked_reason(self) -> str | None:
+        return self._link.blocked_reason
+
+    def ready_channel(self) -> PublishChannel | None:
+        real = self._real()
+        if real is not self._bound_to:  # resolved (again): bind its method once, not per publish
+            self._bound_to = real
+            self._ready_channel = getattr(real, "ready_unconfirmed_channel", None) or self._link.ready_channel
+        return self._ready_channel()
+
+    async def channel(self) -> PublishChannel:
+        channel = await self._link.channel()  # connected, declarations made
+        opener = getattr(self._real(), "unconfirmed_channel", None)
+        return channel if opener is None else await opener()
+
+    async def ensure_declared(self, channel: PublishChannel, entities: Iterable[Exchange | Queue]) -> None:
+        await self._link.ensure_declared(await self._link.channel(), entities)
+
+    async def wait_unblocked(self) -> None:
+        await self._link.wait_unblocked()
+
+    async def probe(self, message: Prepared) -> None:
+        await self._link.probe(message)
+
+    def check_alive(self, since: float) -> None:
+        self._link.check_alive(since)
+
+    async def close(self, drain_timeout: float | None) -> None:
+        pass  # the publisher closes its link itself
+
+    def abandon(self) -> None:
+        pass

@@ -65,7 +65,10 @@ class DefaultOptions(_Destination, total=False):
 
 
 class PublishOptions(DefaultOptions, _Named, total=False):
-    """Every keyword of `publish()`: the defaults' keywords plus the constructor's named options."""
+    """Every keyword of `publish()`: the defaults' keywords, the constructor's named options, and
+    nameko's per-call `transport_options` (this call's connection-establishment retries)."""
+
+    transport_options: Mapping[str, Any] | None
 
 
 class BatchOptions(_Destination, _Named, total=False):

@@ -21,6 +21,11 @@ the deadline gone; sleeping up to exactly the deadline is still allowed.
 `RetryPolicy.from_dict` reads the nameko / kombu ``retry_policy`` dict with the meaning
 kombu's ``Connection.ensure()`` gives it: ``max_retries`` (missing or None: forever),
 ``interval_start``, ``interval_step`` and ``interval_max`` (each 1.0 s when missing).
+A policy is also a read-only mapping of those keys, as nameko's code reads its
+``retry_policy`` dict (``policy["max_retries"]``, ``dict(policy, interval_start=1)``):
+the dict it was made from, or, for a policy built from stops and waits, the keys those
+can be written as (``stop_after_attempt``, ``stop_never``, ``wait_fixed``,
+``wait_incrementing``, ``wait_none``; a key that cannot be written is left out).
 
 `set_testing` turns every sleep into ``asyncio.sleep(0)`` (and can cap the attempts) so
 test suites need neither a broker that comes back nor real waiting, like hynek/stamina.
@@ -37,10 +42,10 @@ import inspect
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
-from types import TracebackType
+from types import MappingProxyType, TracebackType
 from typing import Any, TypeVar
 
 from ._durations import seconds as _seconds
@@ -419,13 +424,57 @@ _POLICY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=False)
-class RetryPolicy:
-    """When to retry and how long to sleep; defaults: 4 attempts in all, 1.0 s apart."""
+class RetryPolicy(Mapping[str, Any]):
+    """When to retry and how long to sleep; defaults: 4 attempts in all, 1.0 s apart.
+
+    Also a read-only mapping of kombu's keys (see the module docstring), so code written
+    for nameko's ``retry_policy`` dict reads it unchanged. Equality and hashing stay by
+    identity: compare ``dict(policy)`` with a dict.
+    """
 
     stop: Stop = _DEFAULT_STOP
     wait: Wait = _DEFAULT_WAIT
     retry: Callable[[BaseException], bool] | None = None
     before_sleep: Callable[[RetryState], object] | None = None
+    # The retry_policy dict this policy was made from (from_dict), shown as it was given.
+    _given: Mapping[str, Any] | None = field(default=None, init=False, repr=False)
+
+    # Mapping would make equal views equal (and policies unhashable): keep identity.
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __bool__(self) -> bool:
+        # A mapping with no key is falsy; `policy or DEFAULT_RETRY_POLICY` must keep a policy.
+        return True
+
+    def _kombu_view(self) -> Mapping[str, Any]:
+        if self._given is not None:
+            return self._given
+        view: dict[str, Any] = {}
+        stop, wait = self.stop, self.wait
+        if isinstance(stop, stop_after_attempt):
+            view["max_retries"] = stop._attempts - 1
+        elif stop is stop_never:
+            view["max_retries"] = None
+        if isinstance(wait, wait_incrementing):
+            view.update(interval_start=wait._start, interval_step=wait._increment, interval_max=wait._max)
+        elif isinstance(wait, wait_fixed):
+            view.update(interval_start=wait._seconds, interval_step=0.0, interval_max=wait._seconds)
+        elif isinstance(wait, wait_none):
+            view.update(interval_start=0.0, interval_step=0.0, interval_max=0.0)
+        return view
+
+    def __getitem__(self, key: str) -> Any:
+        return self._kombu_view()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kombu_view())
+
+    def __len__(self) -> int:
+        return len(self._kombu_view())
 
     def __post_init__(self) -> None:
         # Checked here because a policy is often built from config long before its first use.
@@ -461,7 +510,9 @@ class RetryPolicy:
             increment=_seconds(d.get("interval_step", 1.0), "interval_step"),
             max=_seconds(d.get("interval_max", 1.0), "interval_max"),
         )
-        return cls(stop=stop, wait=wait)
+        policy = cls(stop=stop, wait=wait)
+        object.__setattr__(policy, "_given", MappingProxyType(dict(d)))  # a copy: the caller's dict may change
+        return policy
 
     @classmethod
     def coerce(cls, value: RetryPolicy | Mapping[str, Any] | None) -> RetryPolicy | None:

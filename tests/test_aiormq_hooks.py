@@ -49,6 +49,12 @@ INSTANCE_HOOKS: list[tuple[type, str, type, str]] = [
     (aiormq.Connection, "_Connection__connection_unblocked", asyncio.Event, "set/cleared with the blocked state"),
     (aiormq.Channel, "_closing", asyncio.Future, "ConfirmChannel settles its publishes when it closes"),
     (aiormq.Connection, "_Connection__last_frame_time", float, "liveness: when the broker last sent anything"),
+    (
+        aiormq.Channel,
+        "_Channel__reader_task",
+        aiormq.abc.TaskWrapper,
+        "get_producer() waits for a channel the broker closed to finish closing",
+    ),
 ]
 # Where aiormq must still call each overridden/called method by that name, or overriding it does nothing.
 CALL_SITES = {

@@ -73,13 +73,15 @@ async def test_missing_exchange_without_confirms_does_not_raise(amqp_url: str, b
     """With confirms off, a publish to a missing exchange returns normally; the next one goes out on a new channel."""
     queue = await broker.queue()
     async with Publisher(amqp_url, use_confirms=False) as publisher:
-        first = publisher._link.ready_channel()
+        await publisher.publish("before", routing_key=queue)  # opens the channel without confirms
+        first = publisher._engine.unconfirmed.link.ready_channel()  # type: ignore[union-attr]  # what use_confirms=False publishes go on
+        assert first is not None and first is not publisher._link.ready_channel()
         await publisher.publish("x", exchange=broker.name("missing"))
-        assert (publisher.metrics.published, publisher.metrics.failed) == (1, 0)
+        assert (publisher.metrics.published, publisher.metrics.failed) == (2, 0)
         await until(lambda: first.is_closed, what="the broker closing the channel (404)")
         await publisher.publish("after", routing_key=queue)
-        assert publisher._link.ready_channel() is not first
-    assert [m.body for m in await broker.get_all(queue)] == [b'"after"']
+        assert publisher._engine.unconfirmed.link.ready_channel()  # type: ignore[union-attr] is not first
+    assert [m.body for m in await broker.get_all(queue)] == [b'"before"', b'"after"']
 
 
 async def test_wrong_user_id_raises_precondition_failed_then_recovers(amqp_url: str, broker: Broker) -> None:

@@ -122,6 +122,9 @@ class TcpProxy:
         #: When set, what the broker sends is forwarded in writes of at most this many bytes, one per
         #: loop turn, so the client reads frames split at arbitrary points (see trickle()).
         self.trickle_bytes: int | None = None
+        #: Set to a list to record every connection's bytes from now on: one (client to broker,
+        #: broker to client) pair of bytearrays per connection, in the order they were accepted.
+        self.recordings: list[tuple[bytearray, bytearray]] | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -316,9 +319,13 @@ class TcpProxy:
             if link.frozen:
                 link.freeze()
             loop = asyncio.get_running_loop()
+            to_broker = from_broker = None
+            if self.recordings is not None:
+                to_broker, from_broker = bytearray(), bytearray()
+                self.recordings.append((to_broker, from_broker))
             pumps = [
-                loop.create_task(self._pump(link, link.client_reader, up_writer)),
-                loop.create_task(self._pump(link, up_reader, link.client_writer, self)),
+                loop.create_task(self._pump(link, link.client_reader, up_writer, sink=to_broker)),
+                loop.create_task(self._pump(link, up_reader, link.client_writer, self, sink=from_broker)),
             ]
             # When either side closes, close both (as a NAT/proxy would).
             await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
@@ -347,13 +354,20 @@ class TcpProxy:
 
     @staticmethod
     async def _pump(
-        link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, downstream: TcpProxy | None = None
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        downstream: TcpProxy | None = None,
+        *,
+        sink: bytearray | None = None,
     ) -> None:
         try:
             while True:
                 data = await reader.read(_CHUNK)
                 if not data:
                     return
+                if sink is not None:
+                    sink += data
                 if link.frozen:
                     # Read just before the freeze: hold it, never forward it.
                     await link.dead.wait()
