@@ -2,6 +2,7 @@
 
     python3 dev.py example [AMQP_URL]     # publish one message and show what arrived
     python3 dev.py tests [PYTEST_ARGS]    # the whole test suite against the real broker
+    python3 dev.py docs                   # build the docs site into site/ and check it in Chromium
     python3 dev.py lint | typing | tests-3.12 ...   # any other session of noxfile.py
 
 Makes a virtual environment `.venv` next to this file with the Python running this script (once),
@@ -22,7 +23,7 @@ NOX = "nox==2026.10.20"
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-USAGE = "usage: python3 dev.py SESSION [ARGS...]   (SESSION: example, tests, lint, typing, tests-3.12, ...)"
+USAGE = "usage: python3 dev.py SESSION [ARGS...]   (SESSION: example, tests, docs, lint, typing, tests-3.12, ...)"
 
 
 def say(text: str) -> None:

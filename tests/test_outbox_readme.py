@@ -1,4 +1,4 @@
-"""The README's FastAPI + SQLAlchemy outbox example, run as written against PostgreSQL and RabbitMQ."""
+"""The outbox guide's FastAPI + SQLAlchemy example, run as written against PostgreSQL and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -18,11 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def outbox_app_source() -> str:
-    """The first python block of the README's outbox section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Outbox and spool", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block, "no python block in the README's outbox section"
+    """The first python block of the outbox guide (docs/guides/outbox.md)."""
+    page = (ROOT / "docs/guides/outbox.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)
+    assert block, "no python block in docs/guides/outbox.md"
     return block.group(1)
 
 
@@ -37,7 +36,7 @@ async def test_readme_fastapi_outbox_example(pg_dsn: str, broker: Broker) -> Non
     await connection.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, body text NOT NULL)")
     namespace: dict[str, object] = {"__name__": "readme_outbox"}
     try:
-        exec(compile(source, "README.md", "exec"), namespace)
+        exec(compile(source, "docs/guides/outbox.md", "exec"), namespace)
         app, lifespan, create_order = namespace["app"], namespace["lifespan"], namespace["create_order"]
         async with lifespan(app) as _:  # type: ignore[operator]
             created = await create_order({"sku": "book", "qty": 2})  # type: ignore[operator]
