@@ -34,6 +34,17 @@ def readme_cli_commands() -> list[str]:
     return [line.strip() for line in joined.splitlines() if line.strip()]
 
 
+def test_the_guide_lists_every_property_the_cli_takes() -> None:
+    """The --property row of the guide's option table names every property `-p` accepts (delivery_mode too)."""
+    from aiopublish.cli._arguments import _PROPERTIES
+
+    page = (ROOT / "docs/guides/cli.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `--property`"))
+    missing = [name for name in _PROPERTIES if f"`{name}`" not in row]
+    assert missing == [], f"docs/guides/cli.md's --property row lacks {missing}"
+    assert len(_PROPERTIES) >= 13
+
+
 def unique_names(command: str, names: dict[str, str]) -> str:
     """`command` with each queue/exchange name replaced, where it stands as a whole name."""
     pattern = re.compile(r"(?<![\w.#-])(" + "|".join(names) + r")(?![\w.#-])")
