@@ -83,8 +83,11 @@ def register_serializer(
 ) -> None:
     """Make `serializer=name` available. A str result is encoded with `content_encoding`.
 
-    `decoder` (optional) turns a body of `content_type` back into the payload: `decode_body`
-    and the in-memory broker's `payload` use it.
+    `encoder` takes the payload and returns bytes or str; an exception it raises becomes a
+    SerializationError naming where in the payload the refused value is. `decoder` (optional)
+    turns a body of `content_type` back into the payload: `decode_body` and the in-memory
+    broker's `payload` use it. Registering a name again replaces it. Raises ValueError for an
+    empty name, TypeError for a decoder that is not callable.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"serializer name must be a non-empty str, not {name!r}")
@@ -114,7 +117,10 @@ def register_compressor(
 ) -> None:
     """Make `compression=name` (and each alias) available; `content_type` goes in the `compression` header.
 
-    `decompress` (optional) undoes it, for `decode_body` and the in-memory broker.
+    `compress` takes the serialized body (bytes) and returns the compressed bytes. `decompress`
+    (optional) undoes it, for `decode_body` and the in-memory broker. Registering a name again
+    replaces it. Raises ValueError for an empty name, TypeError for a `decompress` that is not
+    callable.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"compression name must be a non-empty str, not {name!r}")
