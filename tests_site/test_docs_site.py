@@ -1,10 +1,11 @@
 """The documentation site, built with `mkdocs build --strict` and opened in a real browser.
 
 Headless Chromium (Debian's `chromium`; .ci/run installs it) loads pages of the built site from
-disk and prints the DOM as it stands after the page's scripts ran (`--dump-dom`). The DOM, not
+a local HTTP server (from file:// Material hides its search box: its search index cannot load
+there) and prints the DOM as it stands after the page's scripts ran (`--dump-dom`). The DOM, not
 the HTML file, is what is checked: Material's script turns `<html class="no-js">` into `js`, so
-a page whose scripts did not run fails. Checked: the navigation, the search box and the language
-switch render; the API page has the entry for `Publisher.publish`; every link of the opened
+a page whose scripts did not run fails. Checked: the navigation, the search box (present and
+not hidden) and the language switch render; the API page has the entry for `Publisher.publish`; every link of the opened
 pages that stays inside the site leads to a file of the site, and its `#fragment` to an element
 of that file with that id. The same link check runs over every page of the site without the
 browser (except 404.html, whose links start at the server's root).
@@ -16,13 +17,16 @@ broker but the `docs` extra and Chromium, and `python3 dev.py docs` runs it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -58,6 +62,7 @@ class _Page(HTMLParser):
         self.html_classes: list[str] = []
         self.primary_nav = False
         self.search_input = False
+        self.search_hidden: bool | None = None  # None: no search component at all
         self.languages: set[str] = set()
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
@@ -74,6 +79,8 @@ class _Page(HTMLParser):
             self.primary_nav = True
         if tag == "input" and "md-search__input" in attributes.get("class", "").split():
             self.search_input = True
+        if attributes.get("data-md-component") == "search":
+            self.search_hidden = "hidden" in attributes
 
 
 def parse(html: str) -> _Page:
@@ -112,24 +119,43 @@ def chromium() -> str:
     return found
 
 
-def dump_dom(chromium: str, page: Path) -> str:
-    """The DOM of `page` after its scripts ran, as Chromium prints it."""
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # the test output is the report
+        pass
+
+
+@pytest.fixture(scope="module")
+def served(site: Path) -> Iterator[str]:
+    """The site served over HTTP on a free port of 127.0.0.1, as a reader's browser would get it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def dump_dom(chromium: str, url: str) -> str:
+    """The DOM of the page at `url` after its scripts ran, as Chromium prints it."""
     with tempfile.TemporaryDirectory(prefix="aiopublish-chromium-") as profile:
         result = subprocess.run(
-            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+            [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
             capture_output=True,
             text=True,
             timeout=120,
         )
-    assert result.returncode == 0, f"chromium failed on {page}:\n{result.stderr[-2000:]}"
-    assert "<html" in result.stdout, f"chromium printed no document for {page}:\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, f"chromium failed on {url}:\n{result.stderr[-2000:]}"
+    assert "<html" in result.stdout, f"chromium printed no document for {url}:\n{result.stderr[-2000:]}"
     return result.stdout
 
 
 @pytest.fixture(scope="module")
-def rendered(site: Path, chromium: str) -> dict[str, _Page]:
+def rendered(served: str, chromium: str) -> dict[str, _Page]:
     """The four pages as Chromium rendered them."""
-    return {name: parse(dump_dom(chromium, site / path)) for name, path in PAGES.items()}
+    return {name: parse(dump_dom(chromium, served + path)) for name, path in PAGES.items()}
 
 
 def broken_links(site: Path, page: Path, links: list[str], documents: dict[Path, _Page]) -> list[str]:
@@ -159,6 +185,7 @@ def test_the_pages_render_with_navigation_search_and_languages(rendered: dict[st
         assert "js" in page.html_classes and "no-js" not in page.html_classes, f"{name}: the page's scripts did not run"
         assert page.primary_nav, f"{name}: no primary navigation"
         assert page.search_input, f"{name}: no search box"
+        assert page.search_hidden is False, f"{name}: the search box is hidden (search_hidden={page.search_hidden})"
         assert {"en", "zh"} <= page.languages, f"{name}: no switch between English and Chinese ({page.languages})"
 
 
