@@ -182,3 +182,30 @@ def test_readme_snippet_runs(snippet: Snippet, readme_url: str, tmp_path: Path) 
     result = _run([sys.executable, "-X", "dev", "snippet.py"], tmp_path)
     assert result.returncode == 0, f"{snippet.where} failed:\n{result.stdout}{result.stderr}"
     assert "Traceback" not in result.stderr, result.stderr
+
+
+def _documented_signature(text: str) -> str:
+    """The `Publisher(amqp_uri, ...)` signature a page writes out, on one line."""
+    match = re.search(r"Publisher\((amqp_uri,.*?\*\*publish_kwargs)\)", text, re.S)
+    assert match, "no Publisher(amqp_uri, ..., **publish_kwargs) signature on the page"
+    return " ".join(match.group(1).split())
+
+
+@pytest.mark.parametrize("page", ["docs/guides/publishing.md", "docs/api/nameko.zh.md"])
+def test_the_documented_publisher_signature_is_publishers(page: str) -> None:
+    """The signature the guides write out has Publisher's parameters, in order, with their defaults (spool= too)."""
+    import inspect
+
+    from aiopublish import Publisher
+
+    parameters = []
+    for parameter in inspect.signature(Publisher).parameters.values():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            parameters.append(f"**{parameter.name}")
+            continue
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and not any(p == "*" for p in parameters):
+            parameters.append("*")
+        default = "" if parameter.default is inspect.Parameter.empty else f"={parameter.default!r}"
+        parameters.append(parameter.name + default)
+    assert _documented_signature((ROOT / page).read_text()) == ", ".join(parameters)
+    assert "spool=None" in parameters
