@@ -2,11 +2,13 @@
 
     python3 dev.py example [AMQP_URL]     # publish one message and show what arrived
     python3 dev.py tests [PYTEST_ARGS]    # the whole test suite against the real broker
+    python3 dev.py docs                   # build the docs site into site/ and check it in Chromium
     python3 dev.py lint | typing | tests-3.12 ...   # any other session of noxfile.py
 
-Makes a virtual environment `.venv` next to this file with the Python running this script (once),
-installs nox into it (once), then runs `.venv/bin/python -m nox -s SESSION -- ARGS`. Nothing is
-installed into the Python you run it with, so it works where pip refuses to
+Makes a virtual environment `.venv` next to this file with the Python running this script (once;
+again, saying so, when `.venv` was made by another Python), installs nox into it (once), then
+runs `.venv/bin/python -m nox -s SESSION -- ARGS`. Nothing is installed into the Python you run it
+with, so it works where pip refuses to
 (`externally-managed-environment`, PEP 668: Debian's and Ubuntu's packaged python3). The sessions
 run on this same Python. Only the standard library is used here.
 """
@@ -14,6 +16,8 @@ run on this same Python. Only the standard library is used here.
 from __future__ import annotations
 
 import os
+import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +26,7 @@ NOX = "nox==2026.10.20"
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 VENV_PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-USAGE = "usage: python3 dev.py SESSION [ARGS...]   (SESSION: example, tests, lint, typing, tests-3.12, ...)"
+USAGE = "usage: python3 dev.py SESSION [ARGS...]   (SESSION: example, tests, docs, lint, typing, tests-3.12, ...)"
 
 
 def say(text: str) -> None:
@@ -53,6 +57,46 @@ def make_venv() -> None:
         sys.exit(f"dev.py: cannot make a virtual environment in {VENV} ({reason})")
 
 
+def this_python() -> tuple[str, str]:
+    """(version, real path) of the interpreter running dev.py; a venv's Python counts as its base."""
+    base = getattr(sys, "_base_executable", None) or sys.executable
+    return platform.python_version(), os.path.realpath(base)
+
+
+def venv_made_by() -> tuple[str, str] | None:
+    """(version, real path) of the Python that made .venv, or None when .venv's Python no longer runs."""
+    code = "import os, platform, sys; print(platform.python_version()); print(os.path.realpath(sys._base_executable))"
+    probe = subprocess.run([str(VENV_PYTHON), "-c", code], capture_output=True, text=True)
+    lines = probe.stdout.splitlines()
+    if probe.returncode != 0 or len(lines) < 2:
+        return None
+    return lines[0], lines[1]
+
+
+def ensure_venv() -> None:
+    """Make .venv with this Python, or use the one there if this Python made it.
+
+    A .venv made by another python3 (Debian's, then pyenv's) would run the sessions on that one,
+    against what the user asked for: it is made again, and .nox/ with it (nox made its
+    environments from .venv's Python).
+    """
+    if not VENV_PYTHON.exists():
+        make_venv()
+        return
+    made_by, mine = venv_made_by(), this_python()
+    if made_by == mine:
+        say(f"using {VENV.name}/ (delete it to start afresh)")
+        return
+    what = "a Python that no longer runs" if made_by is None else f"Python {made_by[0]} ({made_by[1]})"
+    say(
+        f"{VENV.name}/ was made by {what}, not by the Python running dev.py, {mine[0]} ({mine[1]}): "
+        f"making it again, and .nox/ with it"
+    )
+    shutil.rmtree(VENV)
+    shutil.rmtree(ROOT / ".nox", ignore_errors=True)
+    make_venv()
+
+
 def has_nox() -> bool:
     probe = subprocess.run([str(VENV_PYTHON), "-c", "import nox"], capture_output=True)
     return probe.returncode == 0
@@ -66,10 +110,7 @@ def main(argv: list[str]) -> int:
         print(USAGE)
         return 2
     session, posargs = argv[0], argv[1:]
-    if not VENV_PYTHON.exists():
-        make_venv()
-    else:
-        say(f"using {VENV.name}/ (delete it to start afresh)")
+    ensure_venv()
     if not has_nox():
         say(f"installing {NOX} into {VENV.name}/")
         pip = [str(VENV_PYTHON), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", NOX]

@@ -1,4 +1,4 @@
-"""Sessions: tests, lint, typing, example (and bench), on the Python that runs nox.
+"""Sessions: tests, lint, typing, example, docs (and bench), on the Python that runs nox.
 
     python3 dev.py tests            # makes .venv, installs nox there, runs `nox -s tests`
     python3 -m nox -s tests         # the same with a nox you installed yourself
@@ -73,6 +73,22 @@ def example(session: nox.Session) -> None:
     _require_supported(session)
     session.install("-e", ".")
     session.run("python", "examples/quickstart.py", *session.posargs)
+
+
+@nox.session(python=CURRENT)
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/ with warnings as errors, then check it in headless Chromium.
+
+    The browser check (tests_site/, apart from the suite: it needs no broker but Debian's
+    `chromium`, which .ci/run installs) opens the built pages; `-- --no-browser` only builds.
+    """
+    _require_supported(session)
+    session.install("-e", ".[docs]", "pytest==9.2.0", "pytest-asyncio==1.5.0", "pytest-timeout==2.4.0")
+    browser = "--no-browser" not in session.posargs
+    session.run("mkdocs", "build", "--strict", *(arg for arg in session.posargs if arg != "--no-browser"))
+    if browser:
+        env = {"AIOPUBLISH_DOCS_SITE": "site"}
+        session.run("pytest", "-q", "-p", "no:cacheprovider", "tests_site", env=env)
 
 
 @nox.session(python=CURRENT)

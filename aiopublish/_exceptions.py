@@ -132,6 +132,13 @@ class SerializationError(AiopublishError, ValueError):
     """The payload could not be encoded by the serializer; nothing was sent."""
 
 
+# Tracebacks and reprs name a class by its __module__: show where users import it from
+# (aiopublish.ConnectionFailed), not this private module. Pickling finds them there too.
+for _name in __all__:
+    globals()[_name].__module__ = "aiopublish"
+del _name
+
+
 _CHANNEL_ERRORS: dict[int, type[ChannelError]] = {
     403: AccessRefused,
     404: NotFound,

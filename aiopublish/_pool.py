@@ -174,7 +174,13 @@ async def get_connection(
 ) -> AsyncIterator[AbstractRobustConnection]:
     """Yield the pooled aio-pika robust connection for these arguments (opened on first use).
 
-    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can).
+    nameko's `get_connection`, as an async context manager: one connection per event loop and
+    set of arguments (`amqp_uri`, `ssl`, `login_method`, `transport_options`, as `Publisher`
+    takes them), kept open for the next use until `close_pools()` or the loop's end.
+
+    Raises ValueError for login_method="AMQPLAIN", which aio-pika cannot do (Publisher can),
+    and TypeError/ValueError for other bad arguments, naming them; ConnectionFailed (or its
+    AuthenticationError, TLSError, VhostNotFound) when the broker cannot be reached or refuses.
     """
     params = _params(amqp_uri, ssl, login_method, transport_options)
     pools = await _loop_pools()
@@ -194,9 +200,16 @@ async def get_producer(
 ) -> AsyncIterator[AbstractRobustChannel]:
     """Yield the pooled aio-pika channel for these arguments, in confirm mode when `confirms` is true.
 
+    nameko's `get_producer`, as an async context manager: the channel (default: confirms on,
+    and an unroutable mandatory message then raises) is opened on the pooled connection of
+    `get_connection` and kept for the next use until `close_pools()`.
+
     `confirms` decides, as in nameko (which writes it over kombu's `confirm_publish`
-    transport option). Raises ValueError for login_method="AMQPLAIN", which aio-pika
-    cannot do (Publisher can).
+    transport option).
+
+    Raises as `get_connection` does: ValueError for login_method="AMQPLAIN", TypeError or
+    ValueError for bad arguments, ConnectionFailed (or a subclass) when the broker cannot be
+    reached or refuses.
     """
     transport_options = {**(transport_options or {}), "confirm_publish": bool(confirms)}
     params = _params(amqp_uri, ssl, login_method, transport_options)

@@ -124,6 +124,36 @@ class Publisher(metaclass=PublisherType):
     checked at once (TypeError/ValueError naming the option, the old value kept).
     `amqp_uri`, `ssl`, `login_method` and `transport_options` can be assigned until
     the publisher first connects.
+
+    `amqp_uri` is an `amqp://`, `amqps://` (or kombu's `pyamqp://`) URL, a comma-separated
+    str of URLs, or a list of them (failover). Nothing connects until `connect()`,
+    `async with` or the first publish.
+
+    | option | default | meaning (times in seconds: a number or a `timedelta`) |
+    | --- | --- | --- |
+    | `use_confirms` | `True` | wait for the broker's ack; a nack (or a return) raises `UndeliverableMessage` |
+    | `serializer` | `"json"` | `json`, `json-plain`, `pickle`, `raw`, `msgpack` (extra), or a registered one |
+    | `compression` | `None` | `gzip`, `bzip2`, `lzma`/`xz`, `zstd` (extra), or a registered one |
+    | `delivery_mode` | `2` | `1`/`"transient"` or `2`/`"persistent"` |
+    | `mandatory` | `False` | unroutable raises `UndeliverableMessage("returned")`; False: confirmed and dropped |
+    | `priority` | `0` | 0-255 |
+    | `expiration` | `None` | the message's TTL in seconds, sent as milliseconds |
+    | `declare` | `[]` | `Exchange`/`Queue` objects (aiopublish's or kombu's), declared once per connection |
+    | `retry` | `True` | retry a publish that failed on a connection error, reconnecting in between |
+    | `retry_policy` | `{"max_retries": 3}` | a `RetryPolicy` or nameko's dict: 4 attempts, 1 s apart |
+    | `ssl` | `None` | `True`, an `SSLContext`, or a dict (`cafile`, `certfile`, ...; py-amqp's `ca_certs`, ...) |
+    | `login_method` | `None` (PLAIN) | `PLAIN`, `AMQPLAIN` or `EXTERNAL` |
+    | `transport_options` | `{}` | `heartbeat` (15 s), `connect_timeout` (10 s), ...; kombu's `max_retries`, ... |
+    | `max_in_flight` | `1024` | publishes under way at once; more wait in line within their `timeout` |
+    | `close_timeout` | `10` | seconds `close()` lets the publishes already called finish |
+    | `spool` | `None` | an `aiopublish.outbox.Outbox`: publishes the broker is unreachable for go there |
+    | `timeout` (publish keyword) | `30` | seconds a whole publish may take, retries included; None: no limit |
+    | `retry_nacked` (publish keyword) | `False` | also retry a publish the broker nacked |
+    | `max_message_size` (publish keyword) | `134217728` | bytes a body may have (compressed); larger: ValueError |
+
+    Raises TypeError for an unknown keyword or a value of the wrong type and ValueError for
+    a bad value (an unquoted password in the URL, a negative priority...), naming the
+    option, when the Publisher is built: nothing is sent.
     """
 
     # Read at every publish, as nameko reads them (see aiopublish._attributes).

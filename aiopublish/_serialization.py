@@ -83,8 +83,11 @@ def register_serializer(
 ) -> None:
     """Make `serializer=name` available. A str result is encoded with `content_encoding`.
 
-    `decoder` (optional) turns a body of `content_type` back into the payload: `decode_body`
-    and the in-memory broker's `payload` use it.
+    `encoder` takes the payload and returns bytes or str; an exception it raises becomes a
+    SerializationError naming where in the payload the refused value is. `decoder` (optional)
+    turns a body of `content_type` back into the payload: `decode_body` and the in-memory
+    broker's `payload` use it. Registering a name again replaces it. Raises ValueError for an
+    empty name, TypeError for a decoder that is not callable.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"serializer name must be a non-empty str, not {name!r}")
@@ -114,7 +117,10 @@ def register_compressor(
 ) -> None:
     """Make `compression=name` (and each alias) available; `content_type` goes in the `compression` header.
 
-    `decompress` (optional) undoes it, for `decode_body` and the in-memory broker.
+    `compress` takes the serialized body (bytes) and returns the compressed bytes. `decompress`
+    (optional) undoes it, for `decode_body` and the in-memory broker. Registering a name again
+    replaces it. Raises ValueError for an empty name, TypeError for a `decompress` that is not
+    callable.
     """
     if not name or not isinstance(name, str):
         raise ValueError(f"compression name must be a non-empty str, not {name!r}")
@@ -405,6 +411,48 @@ def _raw_encode(payload: Any) -> tuple[str, str, bytes]:
     raise SerializationError(f"the raw serializer sends bytes or str, not {type(payload).__name__}")
 
 
+def _a(value: Any) -> str:
+    name = type(value).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+# How deep _where_refused looks into a payload before it names the container it got to.
+_WHERE_MAX_DEPTH = 64
+
+
+def _where_refused(payload: Any, encoder: Callable[[Any], bytes | str]) -> tuple[str, Any]:
+    """The path inside `payload` (``payload["a"][3]``) to the innermost entry `encoder` refuses alone.
+
+    Walks dicts, lists and tuples: at each level the first entry that cannot be encoded on its
+    own is followed. Returns ("", payload) when no entry is to blame (the payload itself, or a
+    dict key). Runs only after encoding failed, so its cost (one encode per entry tried) is paid
+    by refused payloads alone.
+    """
+    path = "payload"
+    value = payload
+    seen: set[int] = set()
+    for _ in range(_WHERE_MAX_DEPTH):
+        if id(value) in seen:  # a cycle: the container that closes it is the answer
+            break
+        seen.add(id(value))
+        if isinstance(value, dict):
+            entries: Any = value.items()
+        elif isinstance(value, (list, tuple)):
+            entries = enumerate(value)
+        else:
+            break
+        for key, entry in entries:
+            try:
+                encoder(entry)
+            except Exception:
+                path += f"[{json.dumps(key, ensure_ascii=False) if isinstance(key, str) else repr(key)}]"
+                value = entry
+                break
+        else:
+            break
+    return ("", payload) if path == "payload" else (path, value)
+
+
 def encode_body(
     payload: Any,
     serializer: Serializer | str,
@@ -436,10 +484,15 @@ def encode_body(
         body = codec.encoder(payload)
         if isinstance(body, str):
             body = body.encode(codec.content_encoding)
-    except SerializationError:
-        raise
     except Exception as exc:
-        raise SerializationError(f"serializer {codec.name!r} cannot encode a {type(payload).__name__}: {exc}") from exc
+        # Only now, on the failure path, look for where in the payload the refused value is.
+        path, culprit = _where_refused(payload, codec.encoder)
+        if isinstance(exc, SerializationError):
+            if not path:
+                raise
+            raise SerializationError(f"{exc} (at {path})") from exc
+        place = f"{path}, {_a(culprit)}" if path else _a(payload)
+        raise SerializationError(f"serializer {codec.name!r} cannot encode {place}: {exc}") from exc
     if not isinstance(body, (bytes, bytearray)):
         raise SerializationError(f"serializer {codec.name!r} returned {type(body).__name__}, not bytes")
     return codec.content_type, codec.content_encoding, bytes(body)

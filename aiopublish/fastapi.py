@@ -207,8 +207,13 @@ def publisher_dependency(state_key: str = DEFAULT_STATE_KEY) -> Callable[[Reques
     return dependency
 
 
-#: The dependency for the default publisher: `publisher: Publisher = Depends(get_publisher)`.
 get_publisher: Callable[[Request], AsyncIterator[Publisher]] = publisher_dependency()
+"""The dependency for the default publisher: `publisher: Publisher = Depends(get_publisher)`.
 
-#: A route parameter annotated with this receives the app's Publisher.
+It holds the publisher for the request and its background tasks (shutdown waits for them);
+it answers 503 once the app is shutting down, and raises RuntimeError when the app has no
+Publisher under "publisher" (its lifespan did not run: see the testing guide).
+"""
+
 PublisherDep = Annotated[Publisher, Depends(get_publisher)]
+"""A route parameter annotated with this receives the app's Publisher (`Depends(get_publisher)`)."""

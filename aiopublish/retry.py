@@ -417,6 +417,19 @@ def is_testing() -> bool:
 
 # ---------------------------------------------------------------------------- the policy
 
+
+class _NotAwaitable(TypeError):
+    """fn() returned something `await` cannot take: say which function and what it returned."""
+
+    def __init__(self, fn: object, result: object) -> None:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        super().__init__(
+            f"RetryPolicy.run() awaits what its function returns, but {name}() returned "
+            f"{type(result).__name__}, not an awaitable: pass an async function (async def) "
+            "or one that returns a coroutine"
+        )
+
+
 _DEFAULT_STOP: Stop = stop_after_attempt(4)
 _DEFAULT_WAIT: Wait = wait_fixed(1.0)
 
@@ -530,7 +543,14 @@ class RetryPolicy(Mapping[str, Any]):
         retry: Callable[[BaseException], bool] | None = None,
         on_retry: Callable[[RetryState], object] | None = None,
     ) -> T:
-        """Await fn() until it succeeds or the policy gives up; the last exception itself propagates."""
+        """Await fn() until it succeeds or the policy gives up; the last exception itself propagates.
+
+        `fn` is an async function (or any callable returning an awaitable), called once per
+        attempt. Raises TypeError, naming `fn`, when it is not callable or returns something
+        that cannot be awaited (a plain function's result): that is never retried.
+        """
+        if not callable(fn):
+            raise TypeError(f"RetryPolicy.run() takes an async function to call, not {type(fn).__name__}")
         return await self.resume(fn, time.monotonic(), retry=retry, on_retry=on_retry)
 
     async def resume(
@@ -552,9 +572,13 @@ class RetryPolicy(Mapping[str, Any]):
         while True:
             attempt += 1
             try:
-                return await fn()
+                pending = fn()
+                if not inspect.isawaitable(pending):
+                    raise _NotAwaitable(fn, pending)
+                return await pending
             except Exception as exc:
-                if should_retry is None or not should_retry(exc):
+                # A plain function passed by mistake is a bug to report, not a failure to retry.
+                if should_retry is None or isinstance(exc, _NotAwaitable) or not should_retry(exc):
                     raise
                 probe = RetryState(attempt=attempt, elapsed=time.monotonic() - start, next_wait=0.0, exception=exc)
                 state = dataclasses.replace(probe, next_wait=self.wait(probe))

@@ -354,6 +354,43 @@ async def test_usage_errors_exit_2(run: Runner, argv: list[str], message: str) -
     assert "Traceback" not in result.err
 
 
+@pytest.mark.parametrize(
+    ("argv", "usage", "hint"),
+    [
+        (["--routing_key", "orders"], "usage: aiopublish [-h]", "did you mean 'aiopublish publish --routing-key'?"),
+        (["--routing_key"], "usage: aiopublish [-h]", "did you mean 'aiopublish publish --routing-key'?"),
+        (
+            ["publish", "--routing_key", "orders", "x", *NOWHERE],
+            "usage: aiopublish publish",
+            "did you mean --routing-key?",
+        ),
+        (
+            ["publish", "x", "--declare_queue", "q", *NOWHERE],
+            "usage: aiopublish publish",
+            "did you mean --declare-queue?",
+        ),
+        (["publish", "x", "--exchnge=shop", *NOWHERE], "usage: aiopublish publish", "did you mean --exchange?"),
+    ],
+)
+async def test_a_misspelt_option_gets_its_commands_usage_and_a_did_you_mean(
+    run: Runner, argv: list[str], usage: str, hint: str
+) -> None:
+    """`aiopublish --routing_key`: exit 2, the usage of the command the option belongs to, and what was meant."""
+    result = await run(*argv)
+    assert result.code == 2
+    assert result.err.startswith(usage), result.err
+    assert "unrecognized arguments: " in result.err
+    assert hint in result.err.replace("\n", " ")
+
+
+async def test_an_option_like_no_other_gets_no_guess(run: Runner) -> None:
+    """An unknown option that resembles none is reported with the subcommand's usage, and no guess."""
+    result = await run("publish", "x", "--frobnicate", *NOWHERE)
+    assert result.code == 2
+    assert result.err.startswith("usage: aiopublish publish")
+    assert "unrecognized arguments: --frobnicate" in result.err and "did you mean" not in result.err
+
+
 async def test_help(run: Runner) -> None:
     """`aiopublish --help` and `aiopublish publish --help` exit 0 and describe every option; no password shown."""
     top = await run("--help")

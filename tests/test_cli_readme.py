@@ -1,6 +1,6 @@
-"""The README's command-line examples, run as written (names made unique) against the real broker.
+"""The command-line guide's examples, run as written (names made unique) against the real broker.
 
-The commands are the first ```sh block of the README's "Command line" section, one per line
+The commands are the first ```sh block of docs/guides/cli.md, one per line
 (a line ending in a backslash continues on the next). Each runs with /bin/sh in a scratch
 directory holding `report.pdf` and a copy of `examples/`, with the `aiopublish` of this
 environment first on PATH and AIOPUBLISH_URL set to the test broker. The queue and exchange
@@ -26,13 +26,23 @@ NAMES = ("jobs", "orders", "reports", "shop")
 
 
 def readme_cli_commands() -> list[str]:
-    """The commands of the first sh block of the README's "Command line" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Command line\n", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert block, "no ```sh block in the README's Command line section"
+    """The commands of the first sh block of the command-line guide (docs/guides/cli.md)."""
+    page = (ROOT / "docs/guides/cli.md").read_text()
+    block = re.search(r"```sh\n(.*?)```", page, re.S)
+    assert block, "no ```sh block in docs/guides/cli.md"
     joined = block.group(1).replace("\\\n", " ")
     return [line.strip() for line in joined.splitlines() if line.strip()]
+
+
+def test_the_guide_lists_every_property_the_cli_takes() -> None:
+    """The --property row of the guide's option table names every property `-p` accepts (delivery_mode too)."""
+    from aiopublish.cli._arguments import _PROPERTIES
+
+    page = (ROOT / "docs/guides/cli.md").read_text()
+    row = next(line for line in page.splitlines() if line.startswith("| `--property`"))
+    missing = [name for name in _PROPERTIES if f"`{name}`" not in row]
+    assert missing == [], f"docs/guides/cli.md's --property row lacks {missing}"
+    assert len(_PROPERTIES) >= 13
 
 
 def unique_names(command: str, names: dict[str, str]) -> str:
@@ -51,7 +61,7 @@ def test_unique_names_leaves_routing_keys_alone() -> None:
 
 
 async def test_readme_cli_examples_deliver_in_order(broker: Broker, amqp_url: str, tmp_path: Path) -> None:
-    """The README's four CLI examples, in order on a broker without their names: each exits 0 and delivers."""
+    """The guide's four CLI examples, in order on a broker without their names: each exits 0 and delivers."""
     commands = readme_cli_commands()
     assert len(commands) == 4, commands
     names = {name: broker.name(name) for name in NAMES}

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +170,52 @@ def test_dev_py_says_what_to_install_when_venv_fails(
     assert expected in str(exited.value)
     assert ("python3-venv" in str(exited.value)) == ("ensurepip" in output)
     assert not venv.exists()
+
+
+def _venv_by(python: str, venv: Path) -> None:
+    subprocess.run([python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True, timeout=120)
+
+
+def _point_dev_at(venv: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """dev.py aimed at `venv` in a scratch root; returns the list make_venv() calls are recorded in."""
+    monkeypatch.setattr(dev, "ROOT", venv.parent)
+    monkeypatch.setattr(dev, "VENV", venv)
+    monkeypatch.setattr(dev, "VENV_PYTHON", venv / "bin" / "python")
+    made: list[str] = []
+    monkeypatch.setattr(dev, "make_venv", lambda: made.append("made"))
+    return made
+
+
+def test_dev_py_makes_again_a_venv_another_python_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .venv made by Debian's python3, run with another Python: dev.py names both and makes .venv (and .nox) anew."""
+    version, path = dev.this_python()
+    assert os.path.realpath(DEBIAN_PYTHON) != path, "needs two different Pythons: /usr/bin/python3 is this one"
+    venv = tmp_path / ".venv"
+    _venv_by(str(DEBIAN_PYTHON), venv)
+    (tmp_path / ".nox" / "tests").mkdir(parents=True)
+    made = _point_dev_at(venv, monkeypatch)
+    debian_version = subprocess.run(
+        [str(DEBIAN_PYTHON), "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True
+    ).stdout.strip()
+
+    dev.ensure_venv()
+
+    said = capsys.readouterr().out
+    assert f".venv/ was made by Python {debian_version} ({os.path.realpath(DEBIAN_PYTHON)})" in said
+    assert f"not by the Python running dev.py, {version} ({path}): making it again" in said
+    assert made == ["made"]
+    assert not venv.exists() and not (tmp_path / ".nox").exists()
+
+
+def test_dev_py_reuses_a_venv_this_python_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same Python again: dev.py says it uses .venv/ and makes nothing."""
+    venv = tmp_path / ".venv"
+    _venv_by(sys.executable, venv)
+    made = _point_dev_at(venv, monkeypatch)
+    dev.ensure_venv()
+    assert "using .venv/" in capsys.readouterr().out
+    assert made == [] and venv.exists()

@@ -1,4 +1,4 @@
-"""The README's FastAPI + SQLAlchemy outbox example, run as written against PostgreSQL and RabbitMQ."""
+"""The outbox guide's FastAPI + SQLAlchemy example, run as written against PostgreSQL and RabbitMQ."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from tests.broker import Broker
 from tests.test_outbox_support import pg_dsn
@@ -18,11 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def outbox_app_source() -> str:
-    """The first python block of the README's outbox section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Outbox and spool", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```python\n(.*?)```", section, re.S)
-    assert block, "no python block in the README's outbox section"
+    """The first python block of the outbox guide (docs/guides/outbox.md)."""
+    page = (ROOT / "docs/guides/outbox.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)
+    assert block, "no python block in docs/guides/outbox.md"
     return block.group(1)
 
 
@@ -37,7 +37,7 @@ async def test_readme_fastapi_outbox_example(pg_dsn: str, broker: Broker) -> Non
     await connection.execute("CREATE TABLE orders (id bigserial PRIMARY KEY, body text NOT NULL)")
     namespace: dict[str, object] = {"__name__": "readme_outbox"}
     try:
-        exec(compile(source, "README.md", "exec"), namespace)
+        exec(compile(source, "docs/guides/outbox.md", "exec"), namespace)
         app, lifespan, create_order = namespace["app"], namespace["lifespan"], namespace["create_order"]
         async with lifespan(app) as _:  # type: ignore[operator]
             created = await create_order({"sku": "book", "qty": 2})  # type: ignore[operator]
@@ -51,3 +51,60 @@ async def test_readme_fastapi_outbox_example(pg_dsn: str, broker: Broker) -> Non
     finally:
         await connection.execute("DROP TABLE orders")
         await connection.close()
+
+
+def documented_ddl() -> str:
+    """The ```sql block of the outbox guide: the table and indexes to create in your own migrations."""
+    page = (ROOT / "docs/guides/outbox.md").read_text()
+    block = re.search(r"```sql\n(.*?)```", page, re.S)
+    assert block, "no sql block in docs/guides/outbox.md"
+    return block.group(1)
+
+
+def _statements(sql: str) -> list[str]:
+    """`sql` without comments, each statement on one line with single spaces."""
+    text = re.sub(r"--[^\n]*", "", sql)
+    return [" ".join(statement.split()) for statement in text.split(";") if statement.strip()]
+
+
+def test_the_guides_ddl_is_what_aiopublish_runs() -> None:
+    """The guide's CREATE TABLE and CREATE INDEX are, statement for statement, those setup() runs."""
+    from aiopublish.outbox._postgres import schema
+
+    documented = _statements(documented_ddl())
+    assert len(documented) == 3
+    assert documented == _statements(schema("aiopublish_outbox"))
+
+
+async def test_the_guides_ddl_runs_and_leaves_aiopublish_nothing_to_do(pg_dsn: str) -> None:
+    """Run as a migration would, the DDL makes a table the outbox then uses as it is, adding nothing."""
+    from aiopublish.outbox import Outbox
+
+    connection = await asyncpg.connect(pg_dsn)
+    try:
+        await connection.execute("DROP TABLE IF EXISTS aiopublish_outbox")  # the example's, if it ran first
+        await connection.execute(documented_ddl())
+        before = await connection.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = 'aiopublish_outbox'")
+        outbox = Outbox(pg_dsn)
+        try:
+            await outbox.add({"n": 1}, routing_key="nowhere")
+            assert (await outbox.stats()).pending == 1
+        finally:
+            await outbox.close()
+        after = await connection.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = 'aiopublish_outbox'")
+        assert before == after == 3  # the primary key and the two indexes, none added
+    finally:
+        await connection.execute("DROP TABLE IF EXISTS aiopublish_outbox")
+        await connection.close()
+
+
+def test_a_missing_asyncpg_says_how_to_install_it_from_a_clone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without asyncpg the outbox names the extra and that it is installed from a clone, not the index."""
+    import sys
+
+    from aiopublish.outbox import _postgres
+
+    monkeypatch.setitem(sys.modules, "asyncpg", None)  # `import asyncpg` now raises ImportError
+    with pytest.raises(ImportError) as missing:
+        _postgres._asyncpg()
+    assert '".[outbox-postgres]" in a clone of aiopublish' in str(missing.value)

@@ -148,3 +148,22 @@ def test_public_types_are_complete(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )  # fmt: skip
     assert "Type completeness score: 100%" in done.stdout, done.stdout[-3000:]
+
+
+def test_pyright_runs_without_downloading(tmp_path: Path) -> None:
+    """pyright finds Node.js in the test dependencies: no node on PATH, no cache, no network, and it still runs."""
+    env = {
+        "PATH": str(Path(sys.executable).parent),  # this environment's bin only: no /usr/bin/node
+        "HOME": str(tmp_path),  # no nodeenv cached under ~/.cache
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PYRIGHT_PYTHON_ENV_DIR": str(tmp_path / "nodeenv"),
+        # Any download would go through this proxy, where nothing listens.
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "pyright", "--version"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(r"pyright \d+\.\d+\.\d+", result.stdout), result.stdout
+    assert not (tmp_path / "nodeenv").exists(), "pyright made a nodeenv: Node.js was downloaded"

@@ -19,6 +19,10 @@ with the log routed to stderr as single masked lines (see _console) and SIGINT/S
 turned into a cancellation of `run`: a command that has something to finish catches
 CancelledError, finishes (drains, prints its summary) and re-raises; the exit status is
 then 128 + the signal (130, 143). A UsageError from anywhere is exit status 2.
+
+A usage error is reported by the parser of the command it belongs to (its usage line, not the
+top level's), and an option nobody knows gets a "did you mean" (`--routing_key`:
+`--routing-key`; given before the command, the command and option it may have meant).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import difflib
 import importlib
 import signal
 import sys
@@ -33,7 +38,7 @@ import threading
 from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import __version__
 from ._common import EXIT_USAGE, PROG, UsageError, exit_status_for_signal
@@ -63,16 +68,72 @@ _EPILOG = (
 )
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+# The top level's own options: any other option before the command belongs after it.
+_TOP_LEVEL_OPTIONS = ("-h", "--help", "--version")
+
+
+def _closest(option: str, known: Sequence[str]) -> str | None:
+    """The known option `option` most likely misspells (`--routing_key` -> `--routing-key`), if any."""
+    wanted = option.split("=", 1)[0]
+    candidates = [name for name in known if name.startswith("--")] if wanted.startswith("--") else list(known)
+    match = difflib.get_close_matches(wanted.replace("_", "-"), candidates, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def _unknown_options(message: str) -> list[str]:
+    if not message.startswith(_UNRECOGNIZED):
+        return []
+    return [word.split("=", 1)[0] for word in message.removeprefix(_UNRECOGNIZED).split() if word.startswith("-")]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser; its usage errors end with a "did you mean" for a misspelt option."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{self.suggestion(message)}\n")
+
+    def suggestion(self, message: str) -> str:
+        """ " (did you mean --routing-key?)" for the unknown options of `message` this parser nearly knows."""
+        known = list(self._option_string_actions)
+        hints = [hint for hint in (_closest(option, known) for option in _unknown_options(message)) if hint]
+        return f" (did you mean {', '.join(hints)}?)" if hints else ""
+
+
+class _TopLevelParser(_Parser):
+    """The top level: an unknown option there is usually a subcommand's, given before the command."""
+
+    def suggestion(self, message: str) -> str:
+        hints = []
+        for option in _unknown_options(message):
+            for name in COMMANDS:  # each command's parser is built on this error path only
+                subparser = _subcommand_parser(name)
+                match = _closest(option, list(subparser._option_string_actions))
+                if match:
+                    hints.append(f"'{PROG} {name} {match}'")
+                    break
+        if not hints:
+            return ""
+        return f" (options go after the command: did you mean {', '.join(hints)}?)"
+
+
+def _subcommand_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand `name`, with its options."""
+    chosen: argparse.ArgumentParser = build_parser([name]).parse_known_args([name])[0].parser
+    return chosen
+
+
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     """The parser of `aiopublish`, with the options of the subcommand `argv` names (other modules stay unimported)."""
-    parser = argparse.ArgumentParser(
+    parser = _TopLevelParser(
         prog=PROG,
         description="Publish messages to RabbitMQ and wait for the broker's confirms.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND", parser_class=_Parser)
     # The top level has no option that takes a value: the first word is the subcommand.
     chosen = next((word for word in argv if not word.startswith("-")), None)
     for name, command in COMMANDS.items():
@@ -141,7 +202,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        command_at = next((i for i, word in enumerate(argv) if not word.startswith("-")), len(argv))
+        early = [word for word in argv[:command_at] if word.split("=", 1)[0] not in _TOP_LEVEL_OPTIONS]
+        if early and command_at < len(argv):
+            # `aiopublish --routing_key x`: argparse would call "x" an invalid command.
+            parser.error(_UNRECOGNIZED + " ".join(early))
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            # Reported by the command they were given to, with its usage (argparse: the top level's).
+            getattr(args, "parser", parser).error(_UNRECOGNIZED + " ".join(extras))
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     if args.command is None:

@@ -26,11 +26,15 @@ __all__ = ["PostgresStore", "schema"]
 
 log = logging.getLogger("aiopublish.outbox")
 
-_MISSING_ASYNCPG = "the PostgreSQL outbox needs asyncpg: pip install 'aiopublish[outbox-postgres]'"
+# aiopublish is installed from a clone, not the package index: say so, as the CLI's extras hints do.
+_MISSING_ASYNCPG = (
+    "the PostgreSQL outbox needs asyncpg, which is not installed: "
+    'pip install ".[outbox-postgres]" in a clone of aiopublish (or pip install asyncpg)'
+)
 
 
 def schema(table: str) -> str:
-    """The DDL of the outbox table (what setup() runs, and what the README documents)."""
+    """The DDL of the outbox table (what setup() runs, and what docs/guides/outbox.md documents)."""
     return f"""
 CREATE TABLE IF NOT EXISTS {table} (
     id          bigserial PRIMARY KEY,

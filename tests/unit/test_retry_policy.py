@@ -640,3 +640,34 @@ def test_testing_switch_rejects_bad_attempts(attempts: Any, error: type[Exceptio
     with pytest.raises(error, match="attempts"):
         set_testing(True, attempts=attempts)
     assert is_testing() is False
+
+
+def _sync_answer() -> int:
+    return 42
+
+
+async def test_run_refuses_a_plain_function_with_a_sentence(sleeps: list[float]) -> None:
+    """run(sync_fn) names the function and what it returned, instead of Python's bare await error; never retried."""
+    policy = RetryPolicy(stop=stop_after_attempt(5), wait=wait_fixed(1), retry=lambda exc: True)
+    with pytest.raises(TypeError) as refused:
+        await policy.run(_sync_answer)  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert "_sync_answer() returned int, not an awaitable" in message
+    assert "async def" in message
+    assert "can't be used in 'await' expression" not in message
+    assert sleeps == []  # refused at once, although the policy retries every exception
+
+
+async def test_run_refuses_what_cannot_be_called(sleeps: list[float]) -> None:
+    """run(42) says it wants an async function to call."""
+    with pytest.raises(TypeError, match=r"takes an async function to call, not int"):
+        await RetryPolicy().run(42)  # type: ignore[arg-type]
+
+
+async def test_run_takes_a_function_returning_a_coroutine(sleeps: list[float]) -> None:
+    """Not only `async def`: a lambda returning a coroutine (or a partial) is awaited as well."""
+
+    async def answer(value: int) -> int:
+        return value
+
+    assert await RetryPolicy().run(lambda: answer(7)) == 7

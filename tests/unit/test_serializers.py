@@ -168,3 +168,42 @@ def test_decode_body_falls_back_to_bytes_or_str() -> None:
     assert decode_body(b'{"__type__": "nope", "__value__": 1}', "application/json", "utf-8", None) == (
         b'{"__type__": "nope", "__value__": 1}'
     )
+
+
+@pytest.mark.parametrize("serializer", ["json", "json-plain", "msgpack"])
+def test_a_refused_value_deep_in_a_payload_is_named_by_its_path(serializer: str) -> None:
+    """A set three levels down: the error says payload["order"]["items"][2], and that it is a set."""
+    payload = {"order": {"id": 1, "items": ["book", "pen", {"a", "b"}]}, "note": "x"}
+    with pytest.raises(SerializationError) as refused:
+        _serialization.encode_body(payload, serializer, None, None)
+    assert 'payload["order"]["items"][2], a set' in str(refused.value)
+    assert f"serializer {serializer!r}" in str(refused.value)
+
+
+def test_the_path_names_int_keys_and_tuples_and_stops_at_a_refused_payload() -> None:
+    """Non-str keys are shown by repr; a payload refused as a whole (a set) gets no path."""
+    with pytest.raises(SerializationError, match=r"payload\[1\]\[0\], an object"):
+        _serialization.encode_body({1: (object(),)}, "json", None, None)
+    with pytest.raises(SerializationError) as refused:
+        _serialization.encode_body({1, 2}, "json", None, None)
+    assert "cannot encode a set:" in str(refused.value) and "payload[" not in str(refused.value)
+
+
+def test_the_path_search_ends_on_a_cycle() -> None:
+    """A list that holds itself: the search stops at the cycle instead of looping."""
+    looped: list[object] = []
+    looped.append(looped)
+    with pytest.raises(SerializationError, match=r'payload\["k"\]'):
+        _serialization.encode_body({"k": looped}, "json", None, None)
+
+
+async def test_publish_and_publish_many_report_the_path() -> None:
+    """Through the Publisher: publish() raises with the path; publish_many's failed result carries it."""
+    from aiopublish import Publisher, Queue
+
+    async with Publisher("memory://serialization-path", declare=[Queue("q")], routing_key="q") as publisher:
+        with pytest.raises(SerializationError, match=r'payload\["tags"\]\[1\], a set'):
+            await publisher.publish({"tags": ["a", {"b"}]})
+        good, bad = await publisher.publish_many([{"ok": 1}, {"tags": ["a", {"b"}]}])
+    assert good.status == "confirmed" and bad.status == "failed"
+    assert 'payload["tags"][1], a set' in str(bad.error)
