@@ -85,7 +85,7 @@ class Batch:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_settle: Callable[[], None], acked: bytearray) -> None:
         self.errors: dict[int, BaseException] = {}
-        self.acked = acked
+        self.acked: bytearray = acked
         # Confirms off: (index, delivery tag) of each message sent, to learn which were written.
         self.untracked: list[tuple[int, int]] = []
         self.remaining: int = 0

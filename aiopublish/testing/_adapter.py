@@ -182,7 +182,7 @@ class MemoryLink:
         self._channel: MemoryChannel | None = None
         self._channels_opened = 0
         #: Brokers connected to: one, and one more each time the broker at the URL was replaced (reset()).
-        self.connections_opened = 0
+        self.connections_opened: int = 0
         self.node: str | None = None
         self.closed: bool = False
 
