@@ -1,7 +1,8 @@
 """Publish options: which keywords exist, how each is checked, and how they combine.
 
-Every option resolves as: per-call keyword > constructor argument > class
-attribute. Headers merge (constructor, then per-call `headers`, then
+Every option resolves as: per-call keyword > attribute assigned later on the
+instance > constructor argument > class attribute (the attributes: _attributes.py).
+Headers merge (constructor, then per-call `headers`, then
 `extra_headers`) and declarations append (constructor list, then per-call list);
 nothing a call passes outlives the call. Everything is checked here, before a
 byte is sent, and a bad value raises TypeError/ValueError naming the option.
