@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiopublish import Publisher
 from aiopublish._limit import InFlightLimit
+from tests.broker import until
 from tests.unit.test_limit import gather_timed
 
 COUNT = 40_000
@@ -65,8 +66,7 @@ async def publishes_on_a_silent_network(url: str) -> tuple[float, float]:
             await publisher.connect()
             proxy.go_silent(True)
             tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(COUNT)]
-            while publisher.in_flight < COUNT:
-                await asyncio.sleep(0.01)
+            await until(lambda: publisher.in_flight == COUNT, within=60, what="every publish written")
             _, stall, idle = await gather_timed(tasks)
             return stall, idle
         finally:
