@@ -55,9 +55,9 @@ def mask_url(url: str | URL) -> str:
         parsed = URL(str(url))
     except ValueError:
         return mask_text(str(url))
-    if parsed.password:
-        parsed = parsed.with_password(_MASK)
-    return str(parsed)
+    if not parsed.password:
+        return str(url)  # as given: yarl would write "memory://" as "memory:"
+    return str(parsed.with_password(_MASK))
 
 
 def _node_urls(amqp_uri: object) -> tuple[str, ...]:
