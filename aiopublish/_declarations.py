@@ -29,6 +29,8 @@ __all__ = [
     "Entity",
     "Exchange",
     "Queue",
+    "declare",
+    "describe",
     "exchange_name",
     "expand",
     "from_kombu",

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 
+import aiormq.abc
 import aiormq.exceptions
 import pytest
 
@@ -200,3 +201,34 @@ async def test_declared_at_connect_a_denied_feature_is_not_retried(amqp_url: str
             assert await broker.exists(name)
     finally:
         await publisher.close()
+
+
+async def test_publishing_to_a_stream_with_confirms(amqp_url: str, broker: Broker) -> None:
+    """A stream (x-queue-type: stream) takes confirmed publishes; a consumer reading from its first offset gets
+    every one, in order (a stream cannot be read with basic.get)."""
+    name = broker.name("stream")
+    stream = Queue(name, durable=True, arguments={"x-queue-type": "stream"})
+    async with Publisher(amqp_url, routing_key=name, declare=[stream], serializer="raw") as publisher:
+        singles = [await publisher.publish(f"one-{n}".encode()) for n in range(50)]
+        batch = await publisher.publish_many([f"many-{n}".encode() for n in range(450)])
+    assert all(isinstance(result, PublishResult) for result in singles)
+    assert [result.status for result in batch] == ["confirmed"] * 450
+    expected = [f"one-{n}".encode() for n in range(50)] + [f"many-{n}".encode() for n in range(450)]
+    received: list[bytes] = []
+    done = asyncio.Event()
+    channel = await broker.channel()
+    await channel.basic_qos(prefetch_count=100)
+
+    async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
+        received.append(message.body)
+        await message.channel.basic_ack(message.delivery.delivery_tag)
+        if len(received) >= len(expected):
+            done.set()
+
+    consumer = await channel.basic_consume(name, on_message, arguments={"x-stream-offset": "first"})
+    try:
+        async with asyncio.timeout(60):
+            await done.wait()
+    finally:
+        await channel.basic_cancel(consumer.consumer_tag)
+    assert received == expected
