@@ -200,7 +200,7 @@ class Vhost:
     def __init__(self, url: str = DEFAULT_URL, rabbitmq: str = DEFAULT_RABBITMQ) -> None:
         self.url = url
         #: The RabbitMQ this vhost imitates: its version and default limits (see `rabbitmq_limits`).
-        self.rabbitmq = rabbitmq_limits(rabbitmq)
+        self.rabbitmq: BrokerLimits = rabbitmq_limits(rabbitmq)
         path = URL(url).path
         self.vhost: str = path[1:] if len(path) > 1 else "/"
         self._exchanges: dict[str, Exchange] = {}
