@@ -15,6 +15,7 @@ from ._exceptions import (
     SerializationError,
     TLSError,
     UndeliverableMessage,
+    UnsupportedByBroker,
     VhostNotFound,
 )
 from ._metrics import Metrics
@@ -53,6 +54,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "UnsupportedByBroker",
     "VhostNotFound",
     "close_pools",
     "get_connection",

@@ -151,6 +151,8 @@ class ConfirmChannel(aiormq.Channel):
         self._frame_max = connection.connection_tune.frame_max or 131072
         # The longest properties whose content header frame fits in frame_max (see _wire.check_content_header).
         self._properties_max = self._frame_max - _wire.CONTENT_HEADER_ROOM
+        # The broker's default max_message_size, by its version (a body over it the broker would refuse).
+        self._body_max = connection.broker.max_message_size
         self._outbox: list[bytes] = []
         # Set as soon as the broker's channel.close is read: from then on nothing is written.
         self._refused = False
@@ -200,6 +202,8 @@ class ConfirmChannel(aiormq.Channel):
         properties = message.properties
         if len(properties) > self._properties_max:
             _wire.check_content_header(properties, self._frame_max)  # ValueError before anything is written
+        if len(message.body) > self._body_max and message.broker_limit:
+            raise self.connection.broker.body_too_large(len(message.body))
         if self._refused or self._transport.is_closing() or self._closing.done():
             raise ChannelInterrupted("the channel is closed; nothing was sent")
         # Before the tag is taken: a destination that cannot be encoded leaves the count as it was.

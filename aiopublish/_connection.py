@@ -1,8 +1,9 @@
 """Opening one AMQP connection: URL, TLS, login method and transport options, with secrets masked.
 
-`AmqpConnection` is aiormq's connection with three things aiormq does not give:
-the connection.blocked state as a flag and callbacks, the AMQPLAIN login method,
-and direct access to the socket's writer so publishes skip aiormq's writer queue.
+`AmqpConnection` is aiormq's connection with what aiormq does not give: the
+connection.blocked state as a flag and callbacks, the AMQPLAIN login method, direct
+access to the socket's writer so publishes skip aiormq's writer queue, a frame_max
+of the client's own, and what the broker's version implies (see `BrokerLimits`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,26 @@ from pamqp import commands as spec
 from yarl import URL
 
 from ._durations import seconds
-from ._exceptions import AuthenticationError, ConnectionFailed, TLSError, VhostNotFound, translate
+from ._exceptions import (
+    AuthenticationError,
+    ConnectionFailed,
+    TLSError,
+    UnsupportedByBroker,
+    VhostNotFound,
+    translate,
+)
 from ._frames import ConfirmFrames
 from ._tls import SslSetting, build_context, ssl_setting
 from .retry import RetryPolicy, Stop, stop_after_attempt, stop_never, wait_incrementing
 
-__all__ = ["AmqpConnection", "ConnectionParams", "call_connect_retry", "connect_retry_policy", "mask_url"]
+__all__ = [
+    "AmqpConnection",
+    "BrokerLimits",
+    "ConnectionParams",
+    "call_connect_retry",
+    "connect_retry_policy",
+    "mask_url",
+]
 
 log = logging.getLogger("aiopublish")
 
@@ -38,11 +53,102 @@ LOGIN_METHODS = ("PLAIN", "AMQPLAIN", "EXTERNAL")
 # kombu's connection-establishment retries (nameko's TRANSPORT_OPTIONS), see connect_retry_policy.
 CONNECT_RETRY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max")
 # What a connection is made with: a publish cannot change these (it would need a connection of its own).
-CONNECTION_SHAPING_OPTIONS = ("heartbeat", "connection_name", "client_properties", "connect_timeout", "shuffle_nodes")
+CONNECTION_SHAPING_OPTIONS = (
+    "heartbeat",
+    "connection_name",
+    "client_properties",
+    "connect_timeout",
+    "shuffle_nodes",
+    "frame_max",
+)
 TRANSPORT_OPTIONS = (*CONNECTION_SHAPING_OPTIONS, *CONNECT_RETRY_KEYS, "confirm_publish")
 DEFAULT_HEARTBEAT = 15
 DEFAULT_CONNECT_TIMEOUT = 10.0
 _MASK = "******"
+# AMQP 0-9-1's least frame_max (frame-min-size); RabbitMQ 4.1 raised the least it accepts to 8192.
+AMQP_FRAME_MIN = 4096
+RABBITMQ_41_FRAME_MIN = 8192
+# RabbitMQ's default max_message_size (rabbitmq.conf): 128 MiB up to 3.13, 16 MiB from 4.0.
+RABBITMQ_3_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+RABBITMQ_4_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class BrokerLimits:
+    """What the broker's connection.start says about its limits: who it is, and its default body limit.
+
+    The broker does not announce its max_message_size; its version tells the default. A broker
+    configured otherwise needs the `max_message_size` option, which then replaces this one.
+    """
+
+    product: str = "the broker"
+    version: tuple[int, ...] = ()
+    version_text: str = ""
+
+    @classmethod
+    def from_server_properties(cls, properties: Mapping[str, Any] | None) -> BrokerLimits:
+        properties = properties or {}
+
+        def text(key: str) -> str:
+            value = properties.get(key) or ""
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+        version_text = text("version")
+        numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version_text)
+        version = tuple(int(n) for n in numbers.groups() if n is not None) if numbers else ()
+        return cls(text("product") or "the broker", version, version_text)
+
+    @property
+    def name(self) -> str:
+        """E.g. "RabbitMQ 4.3.6", for messages."""
+        return f"{self.product} {self.version_text}".strip()
+
+    @property
+    def is_rabbitmq(self) -> bool:
+        return self.product == "RabbitMQ"
+
+    @property
+    def max_message_size(self) -> int:
+        """The broker's default max_message_size: 16 MiB on RabbitMQ 4.x, else RabbitMQ 3.x's 128 MiB."""
+        if self.is_rabbitmq and self.version >= (4,):
+            return RABBITMQ_4_MAX_MESSAGE_SIZE
+        return RABBITMQ_3_MAX_MESSAGE_SIZE
+
+    @property
+    def max_message_size_source(self) -> str:
+        """Where `max_message_size` comes from, for the error that refuses a body over it."""
+        if self.is_rabbitmq and self.version:
+            series = "4.x" if self.version >= (4,) else "3.x"
+            return f"{self.name}'s default max_message_size (RabbitMQ {series})"
+        return f"RabbitMQ 3.x's default max_message_size ({self.name} did not say it is RabbitMQ 4)"
+
+    @property
+    def frame_min(self) -> int:
+        """The least frame_max the broker accepts."""
+        if self.is_rabbitmq and self.version >= (4, 1):
+            return RABBITMQ_41_FRAME_MIN
+        return AMQP_FRAME_MIN
+
+    def body_too_large(self, size: int) -> ValueError:
+        """The error for a body over the broker's default limit (the real and the in-memory channel raise it)."""
+        return ValueError(
+            f"the message body is {size} bytes; max_message_size is {self.max_message_size}, "
+            f"{self.max_message_size_source} (a broker configured otherwise: give max_message_size=); "
+            "nothing was sent"
+        )
+
+    def check_frame_max(self, wanted: int) -> None:
+        """UnsupportedByBroker for a frame_max the broker would refuse (RabbitMQ 4.1+: below 8192).
+
+        RabbitMQ closes a connection whose tune-ok asks for less: said at once, before the
+        broker's close turns into a connection failure that every retry meets again.
+        """
+        if wanted < self.frame_min:
+            raise UnsupportedByBroker(
+                f"transport option frame_max={wanted} is below {self.frame_min}, the least frame_max "
+                f"{self.name} accepts (RabbitMQ 4.1 and later): leave it unset or give {self.frame_min} or more",
+                feature="frame_max",
+            )
 
 
 def mask_url(url: str | URL) -> str:
@@ -96,6 +202,14 @@ def _transport(transport_options: Mapping[str, Any] | None) -> tuple[tuple[str, 
         )
     if "heartbeat" in options and not (isinstance(options["heartbeat"], int) and options["heartbeat"] >= 0):
         raise ValueError(f"transport option heartbeat must be an int >= 0, not {options['heartbeat']!r}")
+    frame_max = options.get("frame_max")
+    if frame_max is not None and (
+        isinstance(frame_max, bool) or not isinstance(frame_max, int) or not AMQP_FRAME_MIN <= frame_max < 2**32
+    ):
+        raise ValueError(
+            f"transport option frame_max must be an int from {AMQP_FRAME_MIN} (AMQP's least frame size) "
+            f"to {2**32 - 1} bytes, not {frame_max!r}"
+        )
     if "client_properties" in options:
         options["client_properties"] = tuple(sorted(dict(options["client_properties"]).items()))
     confirm_publish = options.pop("confirm_publish", None)
@@ -354,6 +468,7 @@ class ConnectionParams:
             transport_factory=factory,
             client_properties=dict(options.get("client_properties", ())) or None,
             login_method=self.login_method,
+            frame_max=options.get("frame_max"),
             **kwargs,
         )
         connection.factory = factory
@@ -494,16 +609,24 @@ class AmqpConnection(aiormq.Connection):
 
     factory: _RecordingTransportFactory
 
-    def __init__(self, url: URL, *, login_method: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, url: URL, *, login_method: str | None = None, frame_max: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(url, **kwargs)
         self.login_method = login_method
+        self.frame_max_wanted = frame_max
+        # Learnt from connection.start, before anything else is sent (see _credentials_class).
+        self.broker = BrokerLimits()
         self.blocked_reason: str | None = None
         self.on_blocked: list[Callable[[AmqpConnection], None]] = []
         self._last_channel_number = 0
 
-    @staticmethod
-    async def _rpc(request: Any, writer: asyncio.StreamWriter, frame_receiver: Any, wait_response: bool = True) -> Any:
-        """aiormq's handshake step, but a Connection.Close answer raises the broker's own error.
+    # aiormq's is a staticmethod, always called as self._rpc(...): this one needs self (frame_max, broker).
+    async def _rpc(  # type: ignore[override]
+        self, request: Any, writer: asyncio.StreamWriter, frame_receiver: Any, wait_response: bool = True
+    ) -> Any:
+        """aiormq's handshake step, but a Connection.Close answer raises the broker's own error,
+        and the broker's connection.tune meets the client's frame_max.
 
         aiormq checks for the expected reply first, so a refused connection.open (530
         "vhost X not found", "access to vhost X refused") came out as InvalidFrameError
@@ -520,7 +643,17 @@ class AmqpConnection(aiormq.Connection):
             raise exception_by_code(frame)
         if request.synchronous and frame.name not in request.valid_responses:
             raise aiormq.exceptions.InvalidFrameError(f"Expected one of {request.valid_responses!r}, got {frame!r}")
+        if isinstance(frame, spec.Connection.Tune) and self.frame_max_wanted:
+            self._tune_frame_max(frame)
         return frame
+
+    def _tune_frame_max(self, tune: spec.Connection.Tune) -> None:
+        """Lower the broker's proposed frame_max to the client's (aiormq answers tune-ok with the
+        Tune frame's values and keeps it as connection_tune); refuse one the broker would refuse."""
+        wanted = self.frame_max_wanted
+        assert wanted is not None
+        self.broker.check_frame_max(wanted)
+        tune.frame_max = min(tune.frame_max or wanted, wanted)  # the broker's 0 means "no limit"
 
     async def _Connection__reader(self, frame_receiver: Any) -> None:
         # aiormq's reader loop, reading through ConfirmFrames: confirms are settled as they are read.
@@ -572,6 +705,8 @@ class AmqpConnection(aiormq.Connection):
         return writer
 
     def _credentials_class(self, start_frame: spec.Connection.Start) -> Any:
+        # aiormq's one hook between reading connection.start and answering it.
+        self.broker = BrokerLimits.from_server_properties(start_frame.server_properties)
         if self.login_method == "AMQPLAIN":
             if "AMQPLAIN" not in start_frame.mechanisms.split():
                 raise aiormq.exceptions.AuthenticationError(start_frame.mechanisms, ["AMQPLAIN"])

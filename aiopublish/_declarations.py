@@ -15,7 +15,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
+import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractChannel
+
+from ._exceptions import UnsupportedByBroker, deprecated_feature, deprecated_feature_message
 
 __all__ = [
     "Declarable",
@@ -26,6 +29,8 @@ __all__ = [
     "Entity",
     "Exchange",
     "Queue",
+    "declare",
+    "describe",
     "exchange_name",
     "expand",
     "from_kombu",
@@ -382,7 +387,39 @@ def expand(entities: Iterable[Exchange | Queue]) -> list[Entity]:
 
 
 async def declare(channel: AbstractChannel, step: Entity) -> None:
-    """Send one declaration step and wait for the broker's answer."""
+    """Send one declaration step and wait for the broker's answer.
+
+    A declaration using a deprecated feature the broker denies (RabbitMQ 4.3: a queue's
+    x-queue-master-locator) makes it close the whole connection with 541; that raises
+    UnsupportedByBroker naming the feature and this declaration, which no retry can help.
+    """
+    try:
+        await _declare(channel, step)
+    except amqp_errors.ConnectionClosed as exc:
+        feature = deprecated_feature(exc)
+        if feature is None:
+            raise
+        text = str(getattr(exc, "strerror", None) or exc)
+        what = describe(step)
+        raise UnsupportedByBroker(
+            deprecated_feature_message(feature, text, what), feature=feature, declaration=what
+        ) from None
+
+
+def describe(step: Entity) -> str:
+    """One declaration step in words, for errors: its kind, name and arguments."""
+    if isinstance(step, Exchange):
+        kind, name, arguments = "exchange", step.name, step.arguments
+    elif isinstance(step, Queue):
+        kind, name, arguments = "queue", step.name, step.arguments
+    else:
+        queue, binding = step
+        kind, name, arguments = "binding", f"{queue} to {binding.exchange.name}", binding.arguments
+    shown = f" with arguments {dict(arguments)!r}" if arguments else ""
+    return f"the declaration of {kind} {name!r}{shown}"
+
+
+async def _declare(channel: AbstractChannel, step: Entity) -> None:
     if isinstance(step, Exchange):
         if step.name == "":  # the default exchange always exists and cannot be declared
             return

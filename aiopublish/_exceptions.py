@@ -10,6 +10,7 @@ AiopublishError                      base of everything raised here
 │   ├── ChannelInterrupted           the channel closed before this message's confirm (retried)
 │   ├── AuthenticationError          the broker refused the login or the vhost's access (never retried)
 │   ├── TLSError                     TLS handshake or certificate verification failed (never retried)
+│   ├── UnsupportedByBroker          the broker refuses, every time, a feature asked of it (never retried)
 │   └── VhostNotFound                the URL's vhost does not exist, or was deleted (never retried)
 ├── PublishTimeout                   the whole publish() took longer than `timeout`
 ├── PublisherClosed                  publish() after close()
@@ -40,6 +41,7 @@ __all__ = [
     "SerializationError",
     "TLSError",
     "UndeliverableMessage",
+    "UnsupportedByBroker",
     "VhostNotFound",
 ]
 
@@ -112,6 +114,43 @@ class TLSError(ConnectionFailed):
     """The TLS handshake failed (e.g. certificate verification, hostname mismatch). Retrying cannot help."""
 
 
+class UnsupportedByBroker(ConnectionFailed):
+    """The broker refuses a feature asked of it, and will every time: a deprecated feature it denies
+    (RabbitMQ 4.3: e.g. a queue's x-queue-master-locator), a frame_max below its least. Retrying cannot help.
+
+    `feature` names it (the broker's name for a deprecated feature, or "frame_max"); `declaration`
+    is the declaration that used it, when one did.
+    """
+
+    def __init__(self, message: str, *, feature: str, declaration: str | None = None) -> None:
+        self.feature = feature
+        self.declaration = declaration
+        super().__init__(message)
+
+
+# RabbitMQ 3.13+ closes the connection with 541 when a denied deprecated feature is used:
+# "INTERNAL_ERROR - Feature `queue_master_locator` is deprecated. ..." (cut by the broker at 255 bytes).
+_DEPRECATED_FEATURE = re.compile(r"Feature `?([A-Za-z0-9_]+)`? is deprecated")
+
+
+def deprecated_feature(exc: BaseException) -> str | None:
+    """The deprecated feature a broker's connection.close says was denied, or None."""
+    if not isinstance(exc, amqp_errors.ConnectionClosed):
+        return None
+    match = _DEPRECATED_FEATURE.search(str(getattr(exc, "strerror", None) or exc))
+    return None if match is None else match.group(1)
+
+
+def deprecated_feature_message(feature: str, broker_text: str, declaration: str | None = None) -> str:
+    """The error's text: what was denied, by what, and the broker's own words (which it cut at 255 bytes)."""
+    used = f" used by {declaration}" if declaration else ""
+    return (
+        f"the broker denies the deprecated feature {feature!r}{used}; it closed the connection with: "
+        f"{broker_text} [RabbitMQ's text ends there; it permits the feature again with "
+        f"`deprecated_features.permit.{feature} = true` in rabbitmq.conf]"
+    )
+
+
 class VhostNotFound(ConnectionFailed):
     """The vhost named in the URL does not exist (or was deleted while connected). Retrying cannot help."""
 
@@ -180,6 +219,9 @@ _Clean = Callable[[object], str]
 def _connection_closed(exc: BaseException, clean: _Clean) -> AiopublishError:
     # aiormq's ConnectionClosed is an OSError(reply_code, reply_text): the broker's connection.close.
     text = clean(getattr(exc, "strerror", None) or exc)
+    feature = deprecated_feature(exc)
+    if feature is not None:
+        return UnsupportedByBroker(deprecated_feature_message(feature, text), feature=feature)
     missing = _VHOST_MISSING.search(text)
     if missing is not None:
         return VhostNotFound(f"the broker has no vhost {missing.group(1)!r}: {text}", vhost=missing.group(1))
@@ -316,7 +358,9 @@ def mapped_errors(mask: Callable[[str], str] | None = None) -> Iterator[None]:
 
 def is_retriable(exc: BaseException) -> bool:
     """Errors a new attempt can fix: the connection or channel went away. Never a broker's verdict."""
-    return isinstance(exc, ConnectionFailed) and not isinstance(exc, (AuthenticationError, TLSError, VhostNotFound))
+    return isinstance(exc, ConnectionFailed) and not isinstance(
+        exc, (AuthenticationError, TLSError, VhostNotFound, UnsupportedByBroker)
+    )
 
 
 def is_nack(exc: BaseException) -> bool:

@@ -74,8 +74,9 @@ _TEMPLATE_FIELDS = frozenset(
     {"headers", "extra_headers", "delivery_mode", "priority", "expiration", *MESSAGE_PROPERTIES} - {"message_id"}
 )
 
-# RabbitMQ 3.x's default max_message_size (4.x lowered it to 16 MiB); the broker refuses bigger bodies.
-DEFAULT_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
+# No max_message_size option: the broker's default applies, known once connected (16 MiB on
+# RabbitMQ 4.x, 128 MiB on 3.x: see _connection.BrokerLimits); the channel checks it before writing.
+DEFAULT_MAX_MESSAGE_SIZE = None
 # RabbitMQ refuses a per-message TTL over ten years (406 "invalid expiration ... value_too_large").
 MAX_EXPIRATION_MS = 10 * 365 * 24 * 3600 * 1000
 _DELIVERY_MODES = {1: 1, 2: 2, "transient": 1, "persistent": 2}
@@ -189,7 +190,9 @@ def _check_timestamp(name: str, value: Any) -> int | None:
     return None if value is None else _wire.timestamp_seconds(value, name)
 
 
-def _check_max_message_size(name: str, value: Any) -> int:
+def _check_max_message_size(name: str, value: Any) -> int | None:
+    if value is None:
+        return None  # the broker's default
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int (bytes), not {value!r}")
     if value < 1:
@@ -251,6 +254,8 @@ class Prepared:
     properties: bytes
     body: bytes
     expiration: str | None = None
+    # No max_message_size option was given: the channel holds the body to the broker's default.
+    broker_limit: bool = True
 
 
 @dataclass
@@ -286,7 +291,7 @@ class Options:
     user_id: str | None = None
     timestamp: int | None = None  # whole seconds since the epoch
     cluster_id: str | None = None
-    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE  # None: the broker's default (see above)
     # properties templates by (content_type, content_encoding, compression header)
     _templates: dict[tuple[str, str, str | None], _wire.PropertiesTemplate] = field(
         default_factory=dict, repr=False, compare=False
@@ -341,7 +346,7 @@ class Options:
         `headers` are one message's own, merged over the options' headers like `extra_headers`:
         only they are encoded, spliced into the options' template.
 
-        Raises SerializationError (the payload), ValueError (a body over max_message_size) and
+        Raises SerializationError (the payload), ValueError (a body over the max_message_size option) and
         TypeError/ValueError naming a header or property that cannot be encoded.
         """
         content_type, content_encoding, body = encode_body(
@@ -350,10 +355,11 @@ class Options:
         compression = None
         if self.compression is not None:
             body, compression = compress(body, self.compression)
-        if len(body) > self.max_message_size:
+        limit = self.max_message_size
+        if limit is not None and len(body) > limit:
             raise ValueError(
                 f"the message body is {len(body)} bytes{' compressed' if compression else ''}; "
-                f"max_message_size is {self.max_message_size} (the broker refuses larger bodies)"
+                f"max_message_size is {limit} (the option given to aiopublish); nothing was sent"
             )
         if len(body) <= _SMALL_BODY:
             body = b"%s" % body  # see _SMALL_BODY
@@ -375,6 +381,7 @@ class Options:
             properties,
             body,
             self.expiration,
+            limit is None,
         )
 
     def _with_headers(

@@ -12,6 +12,7 @@ import pytest_asyncio
 from yarl import URL
 
 from tests.broker import Broker, test_url
+from tests.rabbitmq_chroots import SetupError, announced_version, private_node_chroot
 
 pytest_plugins = ["tests.faults.fixtures", "tests.faults.fixtures_tls_cluster"]
 
@@ -37,6 +38,23 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             "`apt-get install rabbitmq-server && rabbitmq-server -detached`) or set AIOPUBLISH_TEST_URL.",
             returncode=3,
         )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which RabbitMQ the run tests: the broker under test as it announces itself, and the private nodes'."""
+    url = test_url()
+    try:
+        version = announced_version(url)
+    except OSError as exc:
+        version = f"? ({exc})"
+    try:
+        chroot = private_node_chroot()
+    except SetupError as exc:
+        private = str(exc)
+    else:
+        private = "the machine's" if chroot is None else f"{chroot.version} (chroot {chroot.root})"
+    parts = URL(url)
+    return [f"RabbitMQ under test: {version} at {parts.host}:{parts.port}; private test nodes: RabbitMQ {private}"]
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ survived (no reconnect).
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from aiopublish import (
     PublishResult,
     _blame,
 )
+from tests.admin import broker_admin
 from tests.broker import Broker
 
 VALID = 500
@@ -184,21 +184,18 @@ async def test_publish_many_with_one_refused_message(amqp_url: str, broker: Brok
 # -- 403 on the default exchange: a user of our own, with write permission everywhere but there ---------
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest_asyncio.fixture
 async def limited_user(amqp_url: str) -> AsyncIterator[str]:
     """A uniquely named user that may write to every exchange of "/" except the default one (amq.default)."""
     name = f"aiopublish-test-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(_rabbitmqctl, "add_user", name, "pw-" + name)
+    admin = broker_admin(amqp_url)
+    await asyncio.to_thread(admin.add_user, name, "pw-" + name)
     try:
-        await asyncio.to_thread(_rabbitmqctl, "set_permissions", "-p", "/", name, ".*", r"^t-.*", ".*")
+        await asyncio.to_thread(admin.set_permissions, "/", name, ".*", r"^t-.*", ".*")
         url = URL(amqp_url).with_user(name).with_password("pw-" + name)
         yield str(url)
     finally:
-        await asyncio.to_thread(_rabbitmqctl, "delete_user", name)
+        await asyncio.to_thread(admin.delete_user, name)
 
 
 async def test_403_on_the_default_exchange_blames_only_it(broker: Broker, limited_user: str) -> None:

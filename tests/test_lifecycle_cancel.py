@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-import subprocess
 import uuid
 
 import pytest
 
 from aiopublish import Publisher
+from tests.admin import broker_admin
 from tests.broker import Broker, until
 
 
-def _broker_connections(name_prefix: str) -> list[str]:
+def _broker_connections(amqp_url: str, name_prefix: str) -> list[str]:
     """The broker's own list of client-given connection names that start with `name_prefix`."""
-    out = subprocess.run(
-        ["rabbitmqctl", "list_connections", "client_properties", "--quiet", "--no-table-headers"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    ).stdout
-    return [line for line in out.splitlines() if name_prefix in line]
+    return [name for name in broker_admin(amqp_url).connection_names() if name.startswith(name_prefix)]
 
 
 async def _cancel_at_a_random_moment(task: asyncio.Task[object], rng: random.Random) -> None:
@@ -59,19 +52,19 @@ async def test_200_publishers_cancelled_at_random_moments_leak_nothing(amqp_url:
     outcomes = await asyncio.gather(*tasks, return_exceptions=True)
     cancelled = sum(isinstance(o, asyncio.CancelledError) for o in outcomes)
     errors = [o for o in outcomes if isinstance(o, Exception)]
-    open_before_close = await asyncio.to_thread(_broker_connections, prefix)
+    open_before_close = await asyncio.to_thread(_broker_connections, amqp_url, prefix)
     await asyncio.gather(*(p.close() for p in publishers))
     assert errors == []
     assert len(open_before_close) >= 200 - cancelled  # the count does see this test's connections
     assert cancelled >= 100  # most were cancelled mid-publish, not after it
     # aiormq's reader/writer tasks end a few loop turns after their socket closes.
     await until(lambda: asyncio.all_tasks() - before - {asyncio.current_task()} == set(), within=10)
-    leftover = await asyncio.to_thread(_broker_connections, prefix)
+    leftover = await asyncio.to_thread(_broker_connections, amqp_url, prefix)
     for _ in range(50):  # the broker drops an aborted connection within a moment
         if not leftover:
             break
         await asyncio.sleep(0.2)
-        leftover = await asyncio.to_thread(_broker_connections, prefix)
+        leftover = await asyncio.to_thread(_broker_connections, amqp_url, prefix)
     print(
         f"\nseed {seed}, 200 publishers: {cancelled} cancelled, {200 - cancelled} completed; "
         f"leftover connections {len(leftover)}"

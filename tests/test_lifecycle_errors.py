@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +25,7 @@ from aiopublish import (
 )
 from aiopublish._exceptions import LOWER_ERRORS, mapped_errors, translate
 from aiopublish.retry import stop_after_delay, wait_fixed
+from tests.admin import Admin, AdminError, broker_admin
 from tests.broker import Broker, until
 
 RETRY_FOR_10_S = RetryPolicy(stop=stop_after_delay(10), wait=wait_fixed(0.1))
@@ -115,23 +116,25 @@ async def test_pool_helpers_raise_aiopublish_errors(amqp_url: str) -> None:
             pass
 
 
-def _ctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+@pytest.fixture
+def admin(amqp_url: str) -> Admin:
+    return broker_admin(amqp_url)
 
 
 @pytest.fixture
-def own_vhost() -> Iterator[str]:
-    """A vhost of this test's own on the shared broker (guest may use it), deleted afterwards."""
+def own_vhost(admin: Admin) -> Iterator[str]:
+    """A vhost of this test's own on the broker under test (guest may use it), deleted afterwards."""
     vhost = f"t-vhost-{uuid.uuid4().hex[:8]}"
-    _ctl("add_vhost", vhost)
+    admin.add_vhost(vhost)
     try:
-        _ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        admin.set_permissions(vhost, "guest", ".*", ".*", ".*")
         yield vhost
     finally:
-        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
+        with contextlib.suppress(AdminError):  # the test deletes it itself
+            admin.delete_vhost(vhost)
 
 
-async def test_vhost_deleted_while_publishing_ends_the_publishes(amqp_url: str, own_vhost: str) -> None:
+async def test_vhost_deleted_while_publishing_ends_the_publishes(amqp_url: str, admin: Admin, own_vhost: str) -> None:
     """Deleting the vhost under 20 publishing workers ends every publish within seconds, with VhostNotFound."""
     url = _url_with_vhost(amqp_url, own_vhost)
     probe = Broker(url)
@@ -155,7 +158,7 @@ async def test_vhost_deleted_while_publishing_ends_the_publishes(amqp_url: str, 
 
         workers = [asyncio.create_task(worker()) for _ in range(20)]
         await until(lambda: outcomes.get("ok", 0) >= 200)
-        await asyncio.to_thread(_ctl, "delete_vhost", own_vhost)
+        await asyncio.to_thread(admin.delete_vhost, own_vhost)
         deleted.set()
         started = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*workers), timeout=20)

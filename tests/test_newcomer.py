@@ -30,6 +30,7 @@ import pytest
 from yarl import URL
 
 import dev
+from tests.admin import broker_admin
 from tests.broker import test_url as broker_url
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,16 +63,15 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def vhost_url() -> Iterator[str]:
     """A vhost of its own on the test broker for the example, deleted afterwards."""
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     vhost = f"aiopublish-newcomer-{uuid.uuid4().hex[:8]}"
     base = URL(broker_url())
-    subprocess.run([ctl, "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    admin = broker_admin(str(base))
+    admin.add_vhost(vhost)
     try:
-        user = base.user or "guest"
-        subprocess.run([ctl, "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"], check=True, timeout=60)
+        admin.set_permissions(vhost, base.user or "guest", ".*", ".*", ".*")
         yield str(base.with_path("/" + vhost))
     finally:
-        subprocess.run([ctl, "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+        admin.delete_vhost(vhost)
 
 
 def newcomer_env(**extra: str) -> dict[str, str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import ast
 import os
 import re
-import shutil
 import subprocess
 import sys
 import uuid
@@ -36,6 +35,7 @@ from pathlib import Path
 import pytest
 from yarl import URL
 
+from tests.admin import broker_admin
 from tests.broker import test_url as broker_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,19 +117,15 @@ SNIPPETS = [
 @pytest.fixture(scope="module")
 def readme_url() -> Iterator[str]:
     """A fresh vhost on the test broker for the README's blocks, deleted afterwards."""
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
     vhost = f"aiopublish-readme-{uuid.uuid4().hex[:8]}"
     base = URL(broker_url())
-
-    def rabbitmqctl(*args: str) -> None:
-        subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
-
-    rabbitmqctl("add_vhost", vhost)
+    admin = broker_admin(str(base))
+    admin.add_vhost(vhost)
     try:
-        rabbitmqctl("set_permissions", "-p", vhost, base.user or "guest", ".*", ".*", ".*")
+        admin.set_permissions(vhost, base.user or "guest", ".*", ".*", ".*")
         yield str(base.with_path("/" + vhost))
     finally:
-        rabbitmqctl("delete_vhost", vhost)
+        admin.delete_vhost(vhost)
 
 
 def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

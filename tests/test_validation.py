@@ -136,10 +136,14 @@ def test_every_option_has_a_validator() -> None:
 
 
 def test_max_message_size_default_and_boundary() -> None:
-    """max_message_size defaults to 128 MiB; a body of exactly the limit passes, one byte more raises."""
+    """Unset, max_message_size follows the broker (checked once connected); given, a body of exactly the limit
+    passes and one byte more raises before anything is sent."""
     publisher = Publisher(NOWHERE, serializer="raw", max_message_size=10)
-    assert Publisher(NOWHERE)._defaults.max_message_size == DEFAULT_MAX_MESSAGE_SIZE == 128 * 1024 * 1024
+    unset = Publisher(NOWHERE, serializer="raw")._defaults
+    assert unset.max_message_size is DEFAULT_MAX_MESSAGE_SIZE is None
+    assert unset.prepare(b"x" * (200 * 1024 * 1024)).broker_limit  # no limit of its own: the channel holds it
     assert publisher._defaults.prepare(b"x" * 10).body == b"x" * 10
+    assert not publisher._defaults.prepare(b"x" * 10).broker_limit
     with pytest.raises(ValueError, match="body is 11 bytes; max_message_size is 10"):
         publisher._defaults.prepare(b"x" * 11)
     # The compressed size is what the broker sees and what counts.

@@ -13,7 +13,10 @@ moments, so the code under test runs as it would against the real broker::
     get_broker().assert_published_once(queue="orders", payload={"order": 42})
 
 Every Publisher on the same URL shares one broker (``memory://`` and ``memory://other``
-are two brokers). `patch_publisher` points every Publisher first used inside it at the
+are two brokers). It imitates RabbitMQ 4.3 (the newest version aiopublish is tested
+against) unless the URL says which when the broker is first used
+(``memory://?rabbitmq=3.10``): the version's default body limit, least frame_max and
+denied deprecated features. `patch_publisher` points every Publisher first used inside it at the
 in-memory broker, whatever URL the code passes (module-level publishers included).
 With aiopublish installed, pytest gets the fixtures ``memory_broker``, ``patched_broker``
 and ``instant_retries``.

@@ -19,7 +19,7 @@ from .._blame import Bystander, ChannelInterrupted, facts_of
 from .._channel import Batch, PublishChannel
 from .._connection import ConnectionParams
 from .._declarations import Entity, Exchange, Queue, expand
-from .._exceptions import ChannelError, PublisherClosed, UndeliverableMessage
+from .._exceptions import ChannelError, PublisherClosed, UndeliverableMessage, UnsupportedByBroker
 from .._metrics import Metrics
 from .._options import Prepared
 from ._broker import InMemoryBroker
@@ -68,6 +68,8 @@ class MemoryChannel:
         the close arrives: each fails with the channel's error if it would cause it too
         (see aiopublish._blame), else with a retriable Bystander.
         """
+        if message.broker_limit and len(message.body) > self.broker.rabbitmq.max_message_size:
+            raise self.broker.rabbitmq.body_too_large(len(message.body))  # as the real channel, before sending
         return _settle(self._deliver(message), track, batch, index)
 
     def _deliver(self, message: Prepared) -> BaseException | None:
@@ -214,6 +216,9 @@ class MemoryLink:
         if self.closed:
             raise PublisherClosed("the publisher is closed")
         broker = self.broker
+        frame_max = dict(self.params.transport_options).get("frame_max")
+        if frame_max is not None:
+            broker.rabbitmq.check_frame_max(frame_max)  # RabbitMQ 4.1+ refuses the connection
         if self._channel is None or self._channel.broker is not broker:
             self.connections_opened += 1
         self._channels_opened += 1
@@ -239,6 +244,9 @@ class MemoryLink:
                 channel.broker.declare_step(step, owner=self)
             except ChannelError as exc:
                 channel.close(exc)
+                raise
+            except UnsupportedByBroker:
+                channel.close()  # RabbitMQ closes the whole connection: the next publish opens a new one
                 raise
             self._declared.append(step)
             if step not in self._steps:

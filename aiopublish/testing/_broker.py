@@ -7,7 +7,7 @@ from typing import Any
 from .._exceptions import ChannelError
 from ._decoding import decode_payload, decode_properties
 from ._records import UNSET, Expected, Outcome, RecordedMessage, report
-from ._vhost import DEFAULT_LOGIN, DEFAULT_URL, Vhost
+from ._vhost import DEFAULT_LOGIN, DEFAULT_RABBITMQ, DEFAULT_URL, Vhost
 
 __all__ = ["InMemoryBroker"]
 
@@ -19,8 +19,8 @@ class InMemoryBroker(Vhost):
     back with `messages(queue)`, `published`, `refused` and the `assert_*` helpers.
     """
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
-        super().__init__(url)
+    def __init__(self, url: str = DEFAULT_URL, rabbitmq: str = DEFAULT_RABBITMQ) -> None:
+        super().__init__(url, rabbitmq)
         #: Every message an exchange accepted, in publish order (unroutable, returned and nacked ones too).
         self.published: list[RecordedMessage] = []
         #: Publishes the broker refused with a channel error (missing exchange, wrong user_id, ...).
@@ -73,7 +73,7 @@ class InMemoryBroker(Vhost):
                 error=error,
             )
 
-        error = self.refusal(exchange, props.get("user_id"), login)
+        error = self.refusal(exchange, props.get("user_id"), login, len(body))
         if error is not None:
             message = record((), "refused", error)
             self.refused.append(message)

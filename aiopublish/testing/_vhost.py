@@ -4,8 +4,13 @@
 exclusive queues owned by a connection, an inequivalent redeclaration refused with
 RabbitMQ's reply code and text), routes a message to its queues with the rules of
 `_routing` (alternate exchanges followed), and says whether a publish is refused
-(a missing or internal exchange, a user_id that is not the login). `InMemoryBroker`
-adds what is published and the assertions on top.
+(a missing or internal exchange, a user_id that is not the login, a body over the
+version's default max_message_size). `InMemoryBroker` adds what is published and the
+assertions on top.
+
+It imitates one RabbitMQ version (``memory://?rabbitmq=3.10``; default `DEFAULT_RABBITMQ`,
+the newest CI tests): 4.x's 16 MiB default body limit, 4.1's least frame_max, and the
+deprecated features 4.3 denies by default (`DENIED_FROM_4_3`).
 """
 
 from __future__ import annotations
@@ -19,15 +24,46 @@ from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 from yarl import URL
 
-from .._declarations import Binding, Entity, Exchange, Queue, expand, normalize_declare
-from .._exceptions import AccessRefused, ChannelError, NotFound, PreconditionFailed
+from .._connection import BrokerLimits
+from .._declarations import Binding, Entity, Exchange, Queue, describe, expand, normalize_declare
+from .._exceptions import (
+    AccessRefused,
+    ChannelError,
+    NotFound,
+    PreconditionFailed,
+    UnsupportedByBroker,
+    deprecated_feature_message,
+)
 from ._records import RecordedMessage
 from ._routing import RULES, X_MATCH_MODES, comparable
 
-__all__ = ["DEFAULT_LOGIN", "DEFAULT_URL", "Vhost"]
+__all__ = ["DEFAULT_LOGIN", "DEFAULT_RABBITMQ", "DEFAULT_URL", "Vhost", "rabbitmq_limits"]
 
 DEFAULT_URL = "memory://"
 DEFAULT_LOGIN = "guest"
+# The RabbitMQ imitated unless the URL says (memory://?rabbitmq=4.0): the newest version CI tests
+# against (tests/rabbitmq_chroots.py VERSIONS; tests/test_rabbitmq4_parity.py keeps them in step).
+DEFAULT_RABBITMQ = "4.3.6"
+# Queue arguments whose deprecated feature RabbitMQ 4.3 denies by default (it closes the connection, 541).
+DENIED_FROM_4_3 = {"x-queue-master-locator": "queue_master_locator"}
+
+
+def rabbitmq_limits(version: str) -> BrokerLimits:
+    """What a RabbitMQ of `version` ("4.3", "3.10.8") announces; ValueError naming a version that is not one."""
+    if not isinstance(version, str) or not all(part.isdigit() for part in version.split(".")) or version.count(".") > 2:
+        raise ValueError(f"rabbitmq= must be a RabbitMQ version such as 4.3 or 3.10.8, not {version!r}")
+    return BrokerLimits.from_server_properties({"product": "RabbitMQ", "version": version})
+
+
+def _denied_text(feature: str) -> str:
+    """RabbitMQ 4.3's connection.close text for a denied feature, cut at 255 bytes as the broker cuts it."""
+    text = (
+        f"INTERNAL_ERROR - Feature `{feature}` is deprecated.\nBy default, this feature is not permitted anymore.\n"
+        "The feature will be removed from a future major RabbitMQ version, regardless of the configuration; "
+        "actual version to be determined.\nTo continue using it, set the deprecated_features.permit setting."
+    )
+    return text[:252] + "..."
+
 
 # The exchanges every RabbitMQ vhost has: (name, type, internal). All durable.
 _PREDECLARED = (
@@ -161,8 +197,10 @@ class _Bound:
 class Vhost:
     """The declared entities of one vhost and the broker's rules for them (no messages recorded here)."""
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    def __init__(self, url: str = DEFAULT_URL, rabbitmq: str = DEFAULT_RABBITMQ) -> None:
         self.url = url
+        #: The RabbitMQ this vhost imitates: its version and default limits (see `rabbitmq_limits`).
+        self.rabbitmq: BrokerLimits = rabbitmq_limits(rabbitmq)
         path = URL(url).path
         self.vhost: str = path[1:] if len(path) > 1 else "/"
         self._exchanges: dict[str, Exchange] = {}
@@ -287,6 +325,12 @@ class Vhost:
             raise self._inequivalent(kind, name, key, _describe_argument(wanted, key), _describe_argument(current, key))
 
     def _declare_queue(self, queue: Queue, owner: object | None) -> None:
+        if self.rabbitmq.version >= (4, 3):
+            for key, feature in DENIED_FROM_4_3.items():
+                if key in dict(queue.arguments):
+                    what = describe(queue)
+                    message = deprecated_feature_message(feature, _denied_text(feature), what)
+                    raise UnsupportedByBroker(message, feature=feature, declaration=what)
         name = queue.name
         server_named = name == ""
         if server_named:
@@ -443,9 +487,15 @@ class Vhost:
 
     # -- refusing -------------------------------------------------------------------------------
 
-    def refusal(self, exchange: str, user_id: str | None, login: str) -> ChannelError | None:
+    def refusal(self, exchange: str, user_id: str | None, login: str, body_size: int = 0) -> ChannelError | None:
         """The channel error RabbitMQ closes the channel with for this publish, or None if it takes it."""
-        # RabbitMQ's order: the exchange must exist, must not be internal, then the user_id is checked.
+        # RabbitMQ's order: the size is checked first, then the exchange must exist and must not be
+        # internal, then the user_id is checked.
+        limit = self.rabbitmq.max_message_size
+        if body_size > limit:
+            return PreconditionFailed(
+                406, f"PRECONDITION_FAILED - message size {body_size} is larger than configured max size {limit}"
+            )
         if exchange != "":
             current = self._exchanges.get(exchange)
             if current is None:

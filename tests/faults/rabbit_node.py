@@ -34,6 +34,14 @@ that called :meth:`RabbitNode.start`: call it from the event loop's thread
 The node registers with the already running (shared) epmd; if no epmd runs,
 Erlang starts one, which then outlives the node.
 
+Which RabbitMQ: the machine's (Debian 12: 3.10) unless ``rabbitmq=`` names a chroot of
+tests/rabbitmq_chroots.py (4.0, 4.3); by default the one ``private_node_chroot()`` picks
+(``$AIOPUBLISH_TEST_RABBITMQ``, else the series of the broker under test). A chroot's node
+keeps its directory under the chroot's ``/tmp`` and is started as
+``chroot ROOT setpriv --pdeathsig TERM --reuid rabbitmq ... rabbitmq-server``: every path
+handed to it is the one it sees inside (:meth:`RabbitNode._inside`), and the death signal is
+set by the chroot's setpriv after the user change, which would clear it.
+
 Optional extras (all off by default, so ``RabbitNode()`` is the plain node above):
 
 * ``tls=TlsFiles(...)``: a second AMQP listener with TLS on 127.0.0.1 (``tls_port``,
@@ -68,6 +76,8 @@ from urllib.parse import quote
 
 import aiormq
 
+from tests.rabbitmq_chroots import VERSIONS, Chroot, private_node_chroot
+
 if TYPE_CHECKING:
     from tests.faults.tls import TlsFiles
 
@@ -75,11 +85,15 @@ __all__ = ["RabbitCtlError", "RabbitNode", "epmd_names"]
 
 _SBIN_CANDIDATES = ("/usr/lib/rabbitmq/bin", "/usr/lib/rabbitmq/sbin", "/usr/sbin")
 _RABBIT_USER = "rabbitmq"
-# Ports a private node must never take: the shared node's AMQP, dist and CLI ports, epmd.
-_RESERVED_PORTS = frozenset({4369, 5672, 25672, *range(35672, 35683)})
+# Ports a private node must never take: the shared node's AMQP, dist and CLI ports, epmd, the chroots' standing nodes.
+_RESERVED_PORTS = frozenset(
+    {4369, 5672, 25672, *range(35672, 35683)}
+    | {port for chroot in map(Chroot, VERSIONS) for port in (chroot.port, chroot.dist_port, chroot.epmd_port)}
+)
 _DIR_PREFIX = "aiopublish-rabbit-"
 # Strong references: a forgotten node is still killed at exit (atexit hook below).
 _LIVE_NODES: set[RabbitNode] = set()
+_MACHINE = "machine"  # RabbitNode(rabbitmq=...): not a chroot, whatever the environment says
 
 
 class RabbitCtlError(RuntimeError):
@@ -125,13 +139,13 @@ def _session_of(pid: int) -> int | None:
         return None
 
 
-def _sweep_stale_dirs() -> None:
+def _sweep_stale_dirs(parent: Path) -> None:
     """Remove node dirs left by test processes that died without cleaning up.
 
     Only when both the owning test process and the node's beam are gone: a
     live node is never touched here (``--pdeathsig`` stops it when its owner dies).
     """
-    for folder in Path(tempfile.gettempdir()).glob(f"{_DIR_PREFIX}*"):
+    for folder in parent.glob(f"{_DIR_PREFIX}*"):
         try:
             owner = int((folder / "owner.pid").read_text())
             beam_file = folder / "rabbit.pid"
@@ -175,6 +189,7 @@ class RabbitNode:
         plugins: Sequence[str] = (),
         config: Sequence[str] = (),
         cookie: str | None = None,
+        rabbitmq: Chroot | str | None = None,
     ) -> None:
         self.name = name or f"aiopub-{os.getpid()}-{secrets.token_hex(3)}"
         self.host = host
@@ -193,9 +208,20 @@ class RabbitNode:
         # Set by set_memory_alarm(); a (re)started node always boots without the alarm.
         self.memory_alarm_set = False
         self._proc: subprocess.Popen[bytes] | None = None
+        # None: the default choice; "machine": the machine's RabbitMQ; else a chroot's.
+        self.chroot = private_node_chroot() if rabbitmq is None else None if rabbitmq == _MACHINE else rabbitmq
+        assert not isinstance(self.chroot, str), f"rabbitmq= takes a Chroot or {_MACHINE!r}, not {self.chroot!r}"
         self._as_rabbit = os.geteuid() == 0
-        self._server = _find_tool("rabbitmq-server")
-        self._ctl = _find_tool("rabbitmqctl")
+        if self.chroot is None:
+            self._server = _find_tool("rabbitmq-server")
+            self._ctl = _find_tool("rabbitmqctl")
+        elif not self._as_rabbit:
+            raise RuntimeError(f"a node of RabbitMQ {self.chroot.version} runs in a chroot: that needs root")
+
+    @property
+    def rabbitmq(self) -> str:
+        """Which RabbitMQ this node runs: ``machine`` or a chroot's series (e.g. ``4.3``)."""
+        return _MACHINE if self.chroot is None else self.chroot.version
 
     # -- addresses -------------------------------------------------------------
 
@@ -299,7 +325,10 @@ class RabbitNode:
         """Run ``rabbitmqctl -n NODE *args`` (as the node's user, with its cookie); return stdout."""
         if self.base_dir is None:
             raise RuntimeError("node has no directory (never started or cleaned up)")
-        cmd = [self._ctl, "-n", self.nodename, *args]
+        if self.chroot is None:
+            cmd = [self._ctl, "-n", self.nodename, *args]
+        else:
+            cmd = [*self.chroot.command("rabbitmqctl", env=self._env()), "-n", self.nodename, *args]
         result = await asyncio.to_thread(self._run_ctl, cmd, timeout)
         out = result.stdout.decode(errors="replace")
         if result.returncode != 0:
@@ -362,9 +391,14 @@ class RabbitNode:
 
     # -- internals ----------------------------------------------------------------------
 
+    def _inside(self, path: Path) -> str:
+        """`path` as the node sees it: inside its chroot, if it runs in one."""
+        return str(path) if self.chroot is None else self.chroot.inner(path)
+
     def _prepare(self) -> None:
-        _sweep_stale_dirs()
-        base = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
+        parent = Path(tempfile.gettempdir()) if self.chroot is None else self.chroot.root / "tmp"
+        _sweep_stale_dirs(parent)
+        base = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX, dir=parent))
         self.base_dir = base
         base.chmod(0o755)
         for sub in ("mnesia", "log", "home"):
@@ -385,8 +419,10 @@ class RabbitNode:
         cookie.write_text(self.cookie or secrets.token_hex(16).upper())
         cookie.chmod(0o400)
         if self._as_rabbit:
+            # The chroot's rabbitmq user may have another uid than the machine's.
+            uid, gid = self.chroot.rabbit_ids() if self.chroot else (_RABBIT_USER, _RABBIT_USER)
             for path in [base, *base.rglob("*")]:
-                shutil.chown(path, _RABBIT_USER, _RABBIT_USER)
+                shutil.chown(path, uid, gid)
 
     def _tls_config(self, folder: Path) -> list[str]:
         """Copy the TLS files into the node's directory (readable by its user); the config lines using them."""
@@ -400,9 +436,9 @@ class RabbitNode:
             copies[role] = target
         return [
             f"listeners.ssl.local = 127.0.0.1:{self.tls_port}",
-            f"ssl_options.cacertfile = {copies['ca']}",
-            f"ssl_options.certfile = {copies['cert']}",
-            f"ssl_options.keyfile = {copies['key']}",
+            f"ssl_options.cacertfile = {self._inside(copies['ca'])}",
+            f"ssl_options.certfile = {self._inside(copies['cert'])}",
+            f"ssl_options.keyfile = {self._inside(copies['key'])}",
             "ssl_options.verify = verify_peer",
             f"ssl_options.fail_if_no_peer_cert = {str(self.require_client_cert).lower()}",
         ]
@@ -424,22 +460,25 @@ class RabbitNode:
     def _env(self) -> dict[str, str]:
         assert self.base_dir is not None
         base = self.base_dir
+        inside = self._inside
         env = {
             # Not os.environ: stray ERL_* / RABBITMQ_* variables must not leak in.
-            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            if self.chroot is None
+            else "/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG": "C.UTF-8",
-            "HOME": str(base / "home"),
+            "HOME": inside(base / "home"),
             "RABBITMQ_NODENAME": self.nodename,
             "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
             "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-            "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
-            "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
-            "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
+            "RABBITMQ_MNESIA_BASE": inside(base / "mnesia"),
+            "RABBITMQ_LOG_BASE": inside(base / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": inside(base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": inside(base / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": inside(base / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": inside(base / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": inside(base / "rabbit.pid"),
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "ERL_EPMD_ADDRESS": "127.0.0.1",
         }
@@ -448,6 +487,8 @@ class RabbitNode:
         return env
 
     def _server_cmd(self) -> list[str]:
+        if self.chroot is not None:
+            return self.chroot.command("rabbitmq-server", env=self._env(), pdeathsig=True)
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             return [self._server]
@@ -459,6 +500,8 @@ class RabbitNode:
         return [*cmd, "--", self._server]
 
     def _user_kwargs(self, *, with_setpriv: bool) -> dict[str, object]:
+        if self.chroot is not None:
+            return {}  # the chroot's setpriv changes the user (see Chroot.command)
         if not self._as_rabbit or (with_setpriv and shutil.which("setpriv")):
             return {}
         return {"user": _RABBIT_USER, "group": _RABBIT_USER, "extra_groups": []}
