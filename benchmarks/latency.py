@@ -11,16 +11,25 @@ in its latencies.
 Workload (benchmarks/clients.py): persistent ~150-byte JSON messages to one durable
 queue through the default exchange, publisher confirms on; the queue is purged
 before each run and its depth checked after it (it must hold every message the run
-confirmed plus the warm-up ones). Clients: aiopublish (``Publisher.publish``),
-aio-pika (``Exchange.publish``), aiormq (``Channel.basic_publish``) and FastStream
+confirmed plus the warm-up ones). Clients: aiopublish (``Publisher.publish``) on
+asyncio's default loop and on uvloop (``aiopublish-uvloop``), aio-pika
+(``Exchange.publish``), aiormq (``Channel.basic_publish``) and FastStream
 (``RabbitBroker.publish``), each run in a fresh process, clients alternated within
-each rate (the order rotates from rate to rate). 200 warm-up messages, awaited one
-by one, go out before the clock starts.
+each repetition (the order rotates from run to run). 200 warm-up messages, awaited
+one by one, go out before the clock starts.
 
-Prints a markdown table (achieved msg/s, p50, p99 and max latency per client and
-offered rate) and writes ``benchmarks/latency.json`` and a chart
-``benchmarks/latency.png``. ``--smoke``: one short, low rate per client (a check for
-CI that every client still publishes and confirms; exits 1 if any run fails).
+Each rate runs ``--repeat`` times per client (3); the table holds the medians of
+achieved msg/s, p50, p99 and p99.9. Rates go up in order and stop after the first
+one at which aiopublish keeps up on neither loop (median achieved under 97% of the
+offered rate, or a run failed), so the table ends where aiopublish stops keeping up.
+
+The load average is printed at the start and the end. Latency on a shared machine
+measures the machine: unless both are under 1, the script refuses to publish the
+table (``--write-docs``: docs/guides/performance.md; and the default benchmarks/latency.json
+and .png) and exits 3; ``--allow-busy`` publishes it anyway, with a line in the
+table saying it comes from a busy machine. ``--smoke``: one short, low rate per
+client (a check for CI that every client still publishes and confirms; exits 1 if
+any run fails).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -44,11 +54,22 @@ sys.path.insert(0, str(HERE))
 
 from bench import DEFAULT_URL, Admin, mask_password, percentile  # noqa: E402 - the sibling script
 
-CLIENTS = ("aiopublish", "aio-pika", "aiormq", "faststream")
-RATES = (1_000, 3_000, 6_000, 10_000, 15_000)
+CLIENTS = ("aiopublish", "aiopublish-uvloop", "aio-pika", "aiormq", "faststream")
+# Clients that run another client's code on another event loop: (client, loop).
+ON_LOOP = {"aiopublish-uvloop": ("aiopublish", "uvloop")}
+AIOPUBLISH = ("aiopublish", "aiopublish-uvloop")
+RATES = (1_000, 2_000, 3_000, 4_500, 6_000, 8_000, 10_000, 12_500, 15_000, 20_000)
+REPEAT = 3
 WARMUP = 200
 # How long the last messages may take to be confirmed once all are scheduled.
 DRAIN_S = 60.0
+# Keeping up: the median run confirmed at least this share of the offered rate.
+KEEPS_UP = 0.97
+# A table is published only from a run whose 1-minute load average was under this at start and end.
+QUIET_LOAD = 1.0
+DOCS = HERE.parent / "docs" / "guides" / "performance.md"
+TABLE_START = "<!-- latency.py table: start (written by benchmarks/latency.py --write-docs) -->"
+TABLE_END = "<!-- latency.py table: end -->"
 
 Json = dict[str, Any]
 
@@ -63,6 +84,7 @@ async def open_loop(client: str, url: str, queue: str, rate: float, duration: fl
     n = max(1, round(rate * duration))
     interval = 1.0 / rate
     latencies: list[float] = []
+    lags: list[float] = []
     failures = 0
     errors: dict[str, int] = {}
     perf = time.perf_counter
@@ -74,6 +96,9 @@ async def open_loop(client: str, url: str, queue: str, rate: float, duration: fl
 
         async def publish(i: int, scheduled: float) -> None:
             nonlocal failures, outstanding
+            # How late the task got to run: the event loop's (and the machine's) share of the latency,
+            # before the client's own code is even called.
+            lags.append(perf() - scheduled)
             try:
                 ok = await one(i)
             except Exception as exc:
@@ -128,14 +153,27 @@ async def open_loop(client: str, url: str, queue: str, rate: float, duration: fl
         result.update(
             p50_ms=percentile(lat, 0.50) * 1e3,
             p99_ms=percentile(lat, 0.99) * 1e3,
+            p999_ms=percentile(lat, 0.999) * 1e3,
             max_ms=lat[-1] * 1e3,
         )
+    if lags:
+        lags.sort()
+        result.update(lag_p50_ms=percentile(lags, 0.50) * 1e3, lag_p99_ms=percentile(lags, 0.99) * 1e3)
+    result["event_loop"] = type(asyncio.get_running_loop()).__module__
     return result
 
 
 def worker_main(args: argparse.Namespace) -> int:
+    code, loop = ON_LOOP.get(args.worker, (args.worker, "asyncio"))
     try:
-        result = asyncio.run(open_loop(args.worker, args.url, args.queue, args.rate, args.duration))
+        loop_factory = None
+        if loop == "uvloop":
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(open_loop(code, args.url, args.queue, args.rate, args.duration))
+        result["client"] = args.worker
         result["status"] = "ok" if result["failures"] == 0 else "failed"
     except Exception as exc:
         traceback.print_exc()
@@ -180,12 +218,13 @@ def run_once(args: argparse.Namespace, admin: Admin, client: str, rate: int) -> 
 
 
 def describe(run: Json) -> str:
-    head = f"{run['client']:<11} {run['rate']:>7,} msg/s offered"
+    head = f"{run['client']:<17} {run['rate']:>7,} msg/s offered"
     if run["status"] != "ok":
         return f"{head}: FAILED {run.get('error')}"
     return (
         f"{head}: {run['achieved_per_s']:>7,.0f} achieved  p50 {run['p50_ms']:8.2f} ms  "
-        f"p99 {run['p99_ms']:8.2f} ms  max {run['max_ms']:8.2f} ms  cpu {run['cpu_us_per_msg']:5.1f} us/msg"
+        f"p99 {run['p99_ms']:8.2f} ms  p99.9 {run['p999_ms']:8.2f} ms  (start lag p99 {run['lag_p99_ms']:7.2f} ms)  "
+        f"cpu {run['cpu_us_per_msg']:5.1f} us/msg  (load {run['loadavg_1m']:.2f})"
     )
 
 
@@ -193,32 +232,108 @@ def fmt_ms(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
 
 
-def markdown(runs: list[Json], clients: list[str], rates: list[int]) -> str:
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def summarize(runs: list[Json], clients: list[str], rates: list[int]) -> dict[tuple[str, int], Json]:
+    """Per (client, rate): the medians over its runs, how many ran and how many were ok."""
+    summary: dict[tuple[str, int], Json] = {}
+    for client in clients:
+        for rate in rates:
+            mine = [r for r in runs if r["client"] == client and r["rate"] == rate]
+            if not mine:
+                continue
+            ok = [r for r in mine if r["status"] == "ok"]
+            entry: Json = {"client": client, "rate": rate, "runs": len(mine), "runs_ok": len(ok)}
+            if ok:
+                for key in ("achieved_per_s", "p50_ms", "p99_ms", "p999_ms", "max_ms", "lag_p99_ms", "cpu_us_per_msg"):
+                    entry[key] = _median([r[key] for r in ok])
+            summary[(client, rate)] = entry
+    return summary
+
+
+def keeps_up(entry: Json | None) -> bool:
+    """Every run of it confirmed everything, and the median one at (nearly) the offered rate."""
+    if entry is None or entry["runs_ok"] < entry["runs"] or entry["runs_ok"] == 0:
+        return False
+    return bool(entry["achieved_per_s"] >= KEEPS_UP * entry["rate"])
+
+
+def is_quiet(meta: Json) -> bool:
+    """Whether the 1-minute load average was under QUIET_LOAD at the start and at the end."""
+    return bool(meta["loadavg_start"][0] < QUIET_LOAD and meta["loadavg_end"][0] < QUIET_LOAD)
+
+
+def conditions(meta: Json, settings: Json) -> str:
+    """The line that goes with the table: when, where, how, and under what load."""
+    rabbit = meta.get("rabbitmq", {})
+    start, end = meta["loadavg_start"][0], meta["loadavg_end"][0]
+    text = (
+        f"Taken {meta['date'][:10]} on {meta['cpu_model']}, {meta['cores']} cores shared by client and broker, "
+        f"Python {meta['python']}, RabbitMQ {rabbit.get('version', '?')}; {settings['duration_s']:g} s of scheduled "
+        f"messages per run, {settings['repeat']} run(s) per client and rate, medians; "
+        f"load average {start:.2f} at the start, {end:.2f} at the end."
+    )
+    if not is_quiet(meta):
+        text += (
+            f" **Busy machine (load average {QUIET_LOAD:g} or more): these figures measure the machine's other "
+            "work as much as the clients and are not representative.**"
+        )
+    return text
+
+
+def markdown(
+    summary: dict[tuple[str, int], Json], clients: list[str], rates: list[int], meta: Json, settings: Json
+) -> str:
     lines = [
-        "| offered msg/s | " + " | ".join(f"{c} achieved / p50 / p99 / max ms" for c in clients) + " |",
+        conditions(meta, settings),
+        "",
+        "| offered msg/s | " + " | ".join(f"{c} achieved / p50 / p99 / p99.9 ms" for c in clients) + " |",
         "| ---: | " + " | ".join("---" for _ in clients) + " |",
     ]
     for rate in rates:
+        if not any((client, rate) in summary for client in clients):
+            continue
         cells = []
         for client in clients:
-            run = next((r for r in runs if r["client"] == client and r["rate"] == rate), None)
-            if run is None:
+            entry = summary.get((client, rate))
+            if entry is None:
                 cells.append("-")
-            elif run["status"] != "ok":
-                cells.append("failed")
+            elif entry["runs_ok"] == 0:
+                cells.append(f"failed ({entry['runs']} runs)")
             else:
-                cells.append(
-                    f"{run['achieved_per_s']:,.0f} / {fmt_ms(run['p50_ms'])} / {fmt_ms(run['p99_ms'])} / "
-                    f"{fmt_ms(run['max_ms'])}"
+                cell = (
+                    f"{entry['achieved_per_s']:,.0f} / {fmt_ms(entry['p50_ms'])} / {fmt_ms(entry['p99_ms'])} / "
+                    f"{fmt_ms(entry['p999_ms'])}"
                 )
+                if entry["runs_ok"] < entry["runs"]:
+                    cell += f" ({entry['runs'] - entry['runs_ok']} of {entry['runs']} runs failed)"
+                cells.append(cell)
         lines.append(f"| {rate:,} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-COLOURS = {"aiopublish": "#2a9d3f", "aio-pika": "#1f5fa8", "aiormq": "#d08a1e", "faststream": "#9b4fb0"}
+def replace_table(document: str, table: str) -> str:
+    """`document` with the text between the table markers replaced by `table`; ValueError without them."""
+    start, end = document.find(TABLE_START), document.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"no {TABLE_START!r} ... {TABLE_END!r} markers to write the table between")
+    return document[: start + len(TABLE_START)] + "\n" + table + "\n" + document[end:]
 
 
-def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namespace, path: Path) -> None:
+COLOURS = {
+    "aiopublish": "#2a9d3f",
+    "aiopublish-uvloop": "#7cc46a",
+    "aio-pika": "#1f5fa8",
+    "aiormq": "#d08a1e",
+    "faststream": "#9b4fb0",
+}
+
+
+def plot(
+    summary: dict[tuple[str, int], Json], clients: list[str], meta: Json, args: argparse.Namespace, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +342,7 @@ def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namesp
 
     fig, (lat_ax, rate_ax) = plt.subplots(1, 2, figsize=(12, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     for client in clients:
-        mine = sorted((r for r in runs if r["client"] == client and r["status"] == "ok"), key=lambda r: r["rate"])
+        mine = sorted((e for e in summary.values() if e["client"] == client and e["runs_ok"]), key=lambda e: e["rate"])
         if not mine:
             continue
         offered = [r["rate"] for r in mine]
@@ -240,10 +355,10 @@ def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namesp
     lat_ax.set_yscale("log")
     lat_ax.set_xlabel("offered msg/s")
     lat_ax.set_ylabel("latency from scheduled time to confirm, ms (log)")
-    lat_ax.set_title("latency at offered load (lower is better)", fontsize=10)
+    lat_ax.set_title("latency at offered load, medians of runs (lower is better)", fontsize=10)
     lat_ax.grid(alpha=0.3, which="both")
     lat_ax.legend(fontsize=7, ncol=2)
-    top = max(args.rates)
+    top = max(e["rate"] for e in summary.values())
     rate_ax.plot([0, top], [0, top], ":", color="#999", label="offered")
     rate_ax.set_xlabel("offered msg/s")
     rate_ax.set_ylabel("achieved (confirmed) msg/s")
@@ -263,7 +378,9 @@ def plot(runs: list[Json], clients: list[str], meta: Json, args: argparse.Namesp
         0.01,
         0.01,
         f"{meta['date']}  ·  {meta['cpu_model']}, {meta['cores']} cores shared by client and broker  ·  "
-        f"Python {meta['python']}  ·  RabbitMQ {rabbit.get('version', '?')}  ·  load {meta['loadavg_start'][0]:.2f}",
+        f"Python {meta['python']}  ·  RabbitMQ {rabbit.get('version', '?')}  ·  load "
+        f"{meta['loadavg_start'][0]:.2f} at start, {meta['loadavg_end'][0]:.2f} at end"
+        + ("" if is_quiet(meta) else "  ·  BUSY MACHINE: not representative"),
         fontsize=7,
         color="#555",
     )
@@ -280,7 +397,9 @@ def machine(admin: Admin) -> Json:
             break
     import clients  # sibling module
 
-    versions: Json = dict(clients.installed_versions(("aiopublish", "aio-pika", "aiormq", "pamqp", "faststream")))
+    versions: Json = dict(
+        clients.installed_versions(("aiopublish", "aio-pika", "aiormq", "pamqp", "faststream", "uvloop"))
+    )
     info: Json = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_model": cpu_model,
@@ -297,13 +416,26 @@ def machine(admin: Admin) -> Json:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", default=",".join(CLIENTS), help=f"comma-separated, of {', '.join(CLIENTS)}")
-    parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered msg/s, comma-separated")
+    parser.add_argument("--rates", default=",".join(map(str, RATES)), help="offered msg/s, comma-separated, ascending")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of scheduled messages per run (5)")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help=f"runs per client and rate; medians ({REPEAT})")
+    parser.add_argument(
+        "--all-rates", action="store_true", help="run every rate, not only up to where aiopublish stops keeping up"
+    )
     parser.add_argument("--smoke", action="store_true", help="one 1 s run at 500 msg/s per client")
     parser.add_argument("--url", default=os.environ.get("AIOPUBLISH_BENCH_URL", DEFAULT_URL), help="broker URL")
     parser.add_argument("--queue", default=f"aiopublish-latency-{os.getpid()}", help="benchmark queue")
-    parser.add_argument("--json", type=Path, default=HERE / "latency.json", help="raw results file")
-    parser.add_argument("--png", type=Path, default=HERE / "latency.png", help="chart file")
+    parser.add_argument(
+        "--json", type=Path, help="raw results file (default, for a run that may be published: benchmarks/latency.json)"
+    )
+    parser.add_argument("--png", type=Path, help="chart file (default, likewise: benchmarks/latency.png)")
+    parser.add_argument("--write-docs", action="store_true", help="write the table into --docs")
+    parser.add_argument("--docs", type=Path, default=DOCS, help=f"the page (default {DOCS.relative_to(HERE.parent)})")
+    parser.add_argument(
+        "--allow-busy",
+        action="store_true",
+        help=f"publish even when the load average was {QUIET_LOAD:g} or more (the table then says so)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -319,44 +451,100 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--rates takes whole msg/s values such as 1000,3000, not {args.rates!r}")
     if not args.rates or min(args.rates) <= 0:
         parser.error("--rates needs at least one rate above 0")
+    if args.rates != sorted(args.rates):
+        parser.error("--rates must go up: the run stops after the first rate aiopublish cannot keep up with")
     if args.duration <= 0:
         parser.error("--duration must be above 0")
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.smoke:
-        args.rates, args.duration = [500], 1.0
+        if args.write_docs:
+            parser.error("--smoke runs are never published: drop --write-docs")
+        args.rates, args.duration, args.repeat, args.all_rates = [500], 1.0, 1, True
     return args
+
+
+def run_rates(args: argparse.Namespace, admin: Admin) -> tuple[list[Json], list[int]]:
+    """Every client `args.repeat` times per rate, rates in order; stop after the first aiopublish falls behind at."""
+    runs: list[Json] = []
+    done: list[int] = []
+    turn = 0
+    for rate in args.rates:
+        for _ in range(args.repeat):
+            shift = turn % len(args.clients)
+            turn += 1
+            for client in args.clients[shift:] + args.clients[:shift]:
+                run = run_once(args, admin, client, rate)
+                runs.append(run)
+                log(describe(run))
+        done.append(rate)
+        ours = [client for client in args.clients if client in AIOPUBLISH]
+        summary = summarize(runs, ours, [rate])
+        if ours and not args.all_rates and not any(keeps_up(summary.get((client, rate))) for client in ours):
+            log(f"aiopublish did not keep up with {rate:,} msg/s on any loop: no higher rate is run")
+            break
+    return runs, done
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
+    if args.write_docs:
+        replace_table(args.docs.read_text(), "")  # no markers: say so now, not after the whole run
     admin = Admin(args.url, args.queue)
     meta = machine(admin)
     log(
-        f"{len(args.clients)} clients x {len(args.rates)} rates, {args.duration:g} s each, queue {args.queue!r}, "
-        f"load average {meta['loadavg_start'][0]:.2f}"
+        f"{len(args.clients)} clients x up to {len(args.rates)} rates x {args.repeat} runs, {args.duration:g} s each, "
+        f"queue {args.queue!r}; load average at the start {meta['loadavg_start'][0]:.2f}"
     )
     admin.declare()
-    runs: list[Json] = []
     started = time.perf_counter()
     try:
-        for turn, rate in enumerate(args.rates):
-            order = args.clients[turn % len(args.clients) :] + args.clients[: turn % len(args.clients)]
-            for client in order:
-                run = run_once(args, admin, client, rate)
-                runs.append(run)
-                log(describe(run))
+        runs, rates = run_rates(args, admin)
     finally:
         admin.delete()
     meta["loadavg_end"] = os.getloadavg()
     meta["duration_s"] = time.perf_counter() - started
-    settings = {"clients": args.clients, "rates": args.rates, "duration_s": args.duration}
+    settings: Json = {"clients": args.clients, "rates": rates, "duration_s": args.duration, "repeat": args.repeat}
     settings["url"] = mask_password(args.url)
-    args.json.write_text(json.dumps({"meta": meta, "settings": settings, "runs": runs}, indent=2) + "\n")
-    plot(runs, args.clients, meta, args, args.png)
-    print(markdown(runs, args.clients, args.rates))
+    summary = summarize(runs, args.clients, rates)
+    table = markdown(summary, args.clients, rates, meta, settings)
+    print(table)
+    start, end = meta["loadavg_start"][0], meta["loadavg_end"][0]
+    log(f"\nload average {start:.2f} at the start, {end:.2f} at the end")
     failed = [run for run in runs if run["status"] != "ok"]
-    log(f"\n{len(runs)} runs in {meta['duration_s']:.0f} s, {len(failed)} failed; wrote {args.json} and {args.png}")
+    log(f"{len(runs)} runs in {meta['duration_s']:.0f} s, {len(failed)} failed")
+
+    if args.smoke:  # a check that every client works, never a table to publish
+        for path in (args.json, args.png):
+            if path is not None:
+                log(f"--smoke writes no {path}")
+        return 1 if failed else 0
+    publishable = is_quiet(meta) or args.allow_busy
+    json_path = args.json or (HERE / "latency.json" if publishable else None)
+    png_path = args.png or (HERE / "latency.png" if publishable else None)
+    if json_path is not None:
+        entries = [summary[key] for key in sorted(summary, key=lambda key: (key[1], key[0]))]
+        document = {"meta": meta, "settings": settings, "summary": entries, "runs": runs}
+        json_path.write_text(json.dumps(document, indent=2) + "\n")
+        log(f"wrote {json_path}")
+    if png_path is not None and summary:
+        plot(summary, args.clients, meta, args, png_path)
+        log(f"wrote {png_path}")
+    if not publishable:
+        log(
+            f"NOT PUBLISHED: the load average was {max(start, end):.2f} (published tables come from a machine under "
+            f"{QUIET_LOAD:g}); run again on a quiet machine, or pass --allow-busy to publish it marked as busy"
+        )
+        return 3
+    if args.write_docs:
+        section = table
+        if png_path is not None and summary:
+            image = os.path.relpath(png_path, args.docs.parent)
+            section += f"\n\n![latency from scheduled time to confirm, and achieved rate, per offered rate]({image})"
+        args.docs.write_text(replace_table(args.docs.read_text(), section))
+        log(f"wrote the table into {args.docs}")
     return 1 if failed else 0
 
 
