@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import ssl as ssl_module
 import struct
 import weakref
@@ -25,17 +24,18 @@ from aiormq.connection import TCPTransportFactory, TLSTransportFactory, Transpor
 from pamqp import commands as spec
 from yarl import URL
 
+from ._broker_limits import AMQP_FRAME_MIN, BrokerLimits
 from ._durations import seconds
 from ._exceptions import (
     AuthenticationError,
     ConnectionFailed,
     TLSError,
-    UnsupportedByBroker,
     VhostNotFound,
     translate,
 )
 from ._frames import ConfirmFrames
 from ._tls import SslSetting, build_context, ssl_setting
+from ._urls import _MASK, mask_text, mask_url, node_urls
 from .retry import RetryPolicy, Stop, stop_after_attempt, stop_never, wait_incrementing
 
 __all__ = [
@@ -64,124 +64,6 @@ CONNECTION_SHAPING_OPTIONS = (
 TRANSPORT_OPTIONS = (*CONNECTION_SHAPING_OPTIONS, *CONNECT_RETRY_KEYS, "confirm_publish")
 DEFAULT_HEARTBEAT = 15
 DEFAULT_CONNECT_TIMEOUT = 10.0
-_MASK = "******"
-# AMQP 0-9-1's least frame_max (frame-min-size); RabbitMQ 4.1 raised the least it accepts to 8192.
-AMQP_FRAME_MIN = 4096
-RABBITMQ_41_FRAME_MIN = 8192
-# RabbitMQ's default max_message_size (rabbitmq.conf): 128 MiB up to 3.13, 16 MiB from 4.0.
-RABBITMQ_3_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
-RABBITMQ_4_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class BrokerLimits:
-    """What the broker's connection.start says about its limits: who it is, and its default body limit.
-
-    The broker does not announce its max_message_size; its version tells the default. A broker
-    configured otherwise needs the `max_message_size` option, which then replaces this one.
-    """
-
-    product: str = "the broker"
-    version: tuple[int, ...] = ()
-    version_text: str = ""
-
-    @classmethod
-    def from_server_properties(cls, properties: Mapping[str, Any] | None) -> BrokerLimits:
-        properties = properties or {}
-
-        def text(key: str) -> str:
-            value = properties.get(key) or ""
-            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-        version_text = text("version")
-        numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version_text)
-        version = tuple(int(n) for n in numbers.groups() if n is not None) if numbers else ()
-        return cls(text("product") or "the broker", version, version_text)
-
-    @property
-    def name(self) -> str:
-        """E.g. "RabbitMQ 4.3.6", for messages."""
-        return f"{self.product} {self.version_text}".strip()
-
-    @property
-    def is_rabbitmq(self) -> bool:
-        return self.product == "RabbitMQ"
-
-    @property
-    def max_message_size(self) -> int:
-        """The broker's default max_message_size: 16 MiB on RabbitMQ 4.x, else RabbitMQ 3.x's 128 MiB."""
-        if self.is_rabbitmq and self.version >= (4,):
-            return RABBITMQ_4_MAX_MESSAGE_SIZE
-        return RABBITMQ_3_MAX_MESSAGE_SIZE
-
-    @property
-    def max_message_size_source(self) -> str:
-        """Where `max_message_size` comes from, for the error that refuses a body over it."""
-        if self.is_rabbitmq and self.version:
-            series = "4.x" if self.version >= (4,) else "3.x"
-            return f"{self.name}'s default max_message_size (RabbitMQ {series})"
-        return f"RabbitMQ 3.x's default max_message_size ({self.name} did not say it is RabbitMQ 4)"
-
-    @property
-    def frame_min(self) -> int:
-        """The least frame_max the broker accepts."""
-        if self.is_rabbitmq and self.version >= (4, 1):
-            return RABBITMQ_41_FRAME_MIN
-        return AMQP_FRAME_MIN
-
-    def body_too_large(self, size: int) -> ValueError:
-        """The error for a body over the broker's default limit (the real and the in-memory channel raise it)."""
-        return ValueError(
-            f"the message body is {size} bytes; max_message_size is {self.max_message_size}, "
-            f"{self.max_message_size_source} (a broker configured otherwise: give max_message_size=); "
-            "nothing was sent"
-        )
-
-    def check_frame_max(self, wanted: int) -> None:
-        """UnsupportedByBroker for a frame_max the broker would refuse (RabbitMQ 4.1+: below 8192).
-
-        RabbitMQ closes a connection whose tune-ok asks for less: said at once, before the
-        broker's close turns into a connection failure that every retry meets again.
-        """
-        if wanted < self.frame_min:
-            raise UnsupportedByBroker(
-                f"transport option frame_max={wanted} is below {self.frame_min}, the least frame_max "
-                f"{self.name} accepts (RabbitMQ 4.1 and later): leave it unset or give {self.frame_min} or more",
-                feature="frame_max",
-            )
-
-
-def mask_url(url: str | URL) -> str:
-    """The URL with its password, and nothing else, replaced by `******`, for logs, reprs and errors.
-
-    The user name stays (even when it equals the password). A text yarl cannot parse as a URL is
-    masked as free text (`mask_text`).
-    """
-    try:
-        parsed = URL(str(url))
-    except ValueError:
-        return mask_text(str(url))
-    if not parsed.password:
-        return str(url)  # as given: yarl would write "memory://" as "memory:"
-    return str(parsed.with_password(_MASK))
-
-
-def _node_urls(amqp_uri: object) -> tuple[str, ...]:
-    if isinstance(amqp_uri, str):
-        urls = tuple(part.strip() for part in amqp_uri.split(",") if part.strip())
-    elif isinstance(amqp_uri, Sequence) and all(isinstance(u, str) for u in amqp_uri):
-        urls = tuple(amqp_uri)
-    else:
-        # Not the value itself: a list of URLs would show their passwords.
-        kinds = sorted({type(u).__name__ for u in amqp_uri}) if isinstance(amqp_uri, Sequence) else []
-        held = f" holding {', '.join(kinds)}" if kinds else ""
-        raise TypeError(
-            "amqp_uri must be a URL, a comma-separated str of URLs or a list of them, "
-            f"not a {type(amqp_uri).__name__}{held}"
-        )
-    if not urls:
-        raise ValueError("amqp_uri is empty: give at least one amqp:// URL")
-    return tuple(_node_url(url) for url in urls)
 
 
 def _login_method(login_method: object) -> str | None:
@@ -260,76 +142,6 @@ def connect_retry_policy(transport_options: Mapping[str, Any]) -> RetryPolicy | 
     return RetryPolicy(stop=stop, wait=wait)
 
 
-# kombu's names for an AMQP broker (nameko's usual AMQP_URI is "pyamqp://guest:guest@localhost"):
-# the same connection as amqp://, with the defaults kombu applies (see _node_url).
-_KOMBU_SCHEMES = ("pyamqp", "librabbitmq")
-_SCHEMES = ("amqp", "amqps", "memory", *_KOMBU_SCHEMES)
-_QUOTE_HINT = "percent-quote them, e.g. urllib.parse.quote(password, safe='')"
-
-
-def _node_url(url: str) -> str:
-    """One node's URL as aiopublish connects to it; ValueError that never shows its password.
-
-    A password holding an unquoted '/', '#', '?' or '@' makes the URL mean something else
-    (yarl then reads part of the password as the port, or as the host and vhost): refused,
-    with the URL shown up to its last '@' masked. The error is raised outside any `except`
-    block, so not even its __context__ holds the parser's message.
-    """
-    problem = _url_problem(url)
-    if problem is not None:
-        raise ValueError(f"amqp_uri {_redacted(url)!r} {problem}")
-    scheme, _, rest = url.partition("://")
-    if scheme.lower() in _KOMBU_SCHEMES:
-        # kombu: pyamqp://host is amqp://guest:guest@host:5672/ (TLS through ssl=, on 5671), and
-        # pyamqp:// alone is localhost. aiormq already defaults the login to guest:guest, the port
-        # by scheme and an empty vhost to "/"; the rest of the URL is kept exactly as written.
-        authority_end = _authority_end(rest)
-        login, at, host = rest[:authority_end].rpartition("@")
-        if not host or host.startswith(":"):
-            host = "localhost" + host
-        return f"amqp://{login}{at}{host}{rest[authority_end:]}"
-    return url
-
-
-def _authority_end(rest: str) -> int:
-    """Where the user:password@host:port part of a URL (without its scheme://) ends."""
-    return min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-
-
-def _url_problem(url: str) -> str | None:
-    """What is wrong with `url`, in words that do not quote it, or None."""
-    scheme, separator, rest = url.partition("://")
-    if not separator or scheme.lower() not in _SCHEMES:
-        return "must start with amqp:// or amqps:// (or kombu's pyamqp:// or librabbitmq://)"
-    if "@" in rest[_authority_end(rest) :]:
-        return f"has an '@' after a '/', '?' or '#' (if the password or vhost holds these: {_QUOTE_HINT})"
-    try:
-        parsed = URL(url)
-        # yarl parses lazily: touch every part now so that no later access raises.
-        _ = (parsed.host, parsed.port, parsed.user, parsed.password, parsed.path, parsed.query)
-    except Exception:  # whatever the parser raises, its text may hold the password
-        return f"cannot be parsed as a URL (if a password or vhost holds '/', '#', '?', '@' or '%': {_QUOTE_HINT})"
-    return None
-
-
-def _redacted(url: str) -> str:
-    """`url` with everything before its last '@' (where any password is) hidden.
-
-    Without an '@', a non-numeric "port" is hidden too: "amqp://guest:S3cr3t" is a login
-    whose "@host" was forgotten, not a host and a port.
-    """
-    head, at, tail = url.rpartition("@")
-    if at:
-        scheme, separator, _ = head.partition("://")
-        return f"{scheme}://{_MASK}@{tail}" if separator else f"{_MASK}@{tail}"
-    scheme, separator, rest = url.partition("://")
-    end = _authority_end(rest)
-    host, colon, port = rest[:end].rpartition(":")
-    if colon and not port.isdigit() and not port.endswith("]"):
-        return f"{scheme}{separator}{host}:{_MASK}{rest[end:]}"
-    return url
-
-
 @dataclass(frozen=True)
 class ConnectionParams:
     """Everything needed to open a connection; equal params share a pooled connection.
@@ -363,7 +175,7 @@ class ConnectionParams:
         context = build_context(dict(setting)) if isinstance(setting, tuple) else None
         transport = _transport(transport_options)
         return cls(
-            _node_urls(amqp_uri),
+            node_urls(amqp_uri),
             setting,
             _login_method(login_method),
             transport,
@@ -730,13 +542,3 @@ class AmqpConnection(aiormq.Connection):
                 callback(self)
             except Exception:  # a listener's bug must not kill the connection's reader
                 log.exception("blocked-state callback failed")
-
-
-# scheme://user:password@ in free text: the password is everything between the first ':' after
-# the scheme and the '@' (userinfo holds no '/', '@' or whitespace unquoted).
-_PASSWORD_IN_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@/\s]*@")
-
-
-def mask_text(text: str) -> str:
-    """Mask the password of every URL with userinfo (`scheme://user:password@`) in free text."""
-    return _PASSWORD_IN_URL.sub(rf"\g<1>{_MASK}@", text)

@@ -75,7 +75,7 @@ _TEMPLATE_FIELDS = frozenset(
 )
 
 # No max_message_size option: the broker's default applies, known once connected (16 MiB on
-# RabbitMQ 4.x, 128 MiB on 3.x: see _connection.BrokerLimits); the channel checks it before writing.
+# RabbitMQ 4.x, 128 MiB on 3.x: see _broker_limits.BrokerLimits); the channel checks it before writing.
 DEFAULT_MAX_MESSAGE_SIZE = None
 # RabbitMQ refuses a per-message TTL over ten years (406 "invalid expiration ... value_too_large").
 MAX_EXPIRATION_MS = 10 * 365 * 24 * 3600 * 1000

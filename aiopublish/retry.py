@@ -9,14 +9,11 @@ A `RetryPolicy` is three decisions taken after every failed attempt, in this ord
    (a `Stop`). Giving up re-raises the last exception itself, never a wrapper.
 
 Only `Exception` is ever retried: `asyncio.CancelledError`, `KeyboardInterrupt` and other
-bare `BaseException`s always propagate at once.
-
-Stops combine with ``|`` (give up when either says so) and waits with ``+`` (sleep for the
-sum). Every duration is in seconds, given as a float or a `datetime.timedelta`.
-
-`stop_after_delay` counts the sleep it is about to take: it gives up when
-``elapsed + next_wait > delay``, so a policy never sleeps past its deadline only to find
-the deadline gone; sleeping up to exactly the deadline is still allowed.
+bare `BaseException`s always propagate at once. Stops combine with ``|`` (give up when either
+says so) and waits with ``+`` (sleep for the sum). Every duration is in seconds, given as a
+float or a `datetime.timedelta`. `stop_after_delay` counts the sleep it is about to take: it
+gives up when ``elapsed + next_wait > delay``, so a policy never sleeps past its deadline only
+to find the deadline gone; sleeping up to exactly the deadline is still allowed.
 
 `RetryPolicy.from_dict` reads the nameko / kombu ``retry_policy`` dict with the meaning
 kombu's ``Connection.ensure()`` gives it: ``max_retries`` (missing or None: forever),

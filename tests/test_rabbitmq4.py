@@ -17,7 +17,7 @@ import aiormq.exceptions
 import pytest
 
 from aiopublish import Publisher, PublishResult, Queue, UnsupportedByBroker
-from aiopublish._connection import BrokerLimits
+from aiopublish._broker_limits import BrokerLimits
 from aiopublish._exceptions import translate
 from tests.broker import Broker
 from tests.rabbitmq_chroots import announced_version

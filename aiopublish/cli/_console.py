@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, TextIO
 
-from .._connection import mask_text
+from .._urls import mask_text
 from ._common import PROG
 
 __all__ = ["Console", "Progress", "Stats", "log_to_console", "ranges"]

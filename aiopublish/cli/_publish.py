@@ -11,10 +11,11 @@ from typing import Any
 import aiormq.exceptions
 from yarl import URL
 
-from .._connection import ConnectionParams, mask_text, mask_url
+from .._connection import ConnectionParams, mask_url
 from .._exceptions import AiopublishError, PreconditionFailed
 from .._options import new_message_id
 from .._publisher import Publisher
+from .._urls import mask_text
 from ._arguments import add_arguments, settings_from
 from ._common import EXIT_FAILED, EXIT_OK, PROG, URL_ENV, UsageError
 from ._console import Console, Progress, Stats, ranges

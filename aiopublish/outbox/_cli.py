@@ -14,8 +14,9 @@ import asyncio
 import os
 import time
 
-from .._connection import ConnectionParams, mask_text, mask_url
+from .._connection import ConnectionParams, mask_url
 from .._publisher import Publisher
+from .._urls import mask_text
 from ..cli._common import (
     DEFAULT_URL,
     EXIT_FAILED,

@@ -24,7 +24,7 @@ from pamqp import decode as pamqp_decode
 from pamqp import encode as pamqp_encode
 from yarl import URL
 
-from .._connection import BrokerLimits
+from .._broker_limits import BrokerLimits
 from .._declarations import Binding, Entity, Exchange, Queue, describe, expand, normalize_declare
 from .._exceptions import (
     AccessRefused,
