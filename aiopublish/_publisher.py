@@ -126,7 +126,7 @@ class Publisher(OptionAttributes, metaclass=PublisherType):
     | `spool` | `None` | an `aiopublish.outbox.Outbox`: publishes the broker is unreachable for go there |
     | `timeout` (publish keyword) | `30` | seconds a whole publish may take, retries included; None: no limit |
     | `retry_nacked` (publish keyword) | `False` | also retry a publish the broker nacked |
-    | `max_message_size` (publish keyword) | `134217728` | bytes a body may have (compressed); larger: ValueError |
+    | `max_message_size` (publish keyword) | the broker's | body bytes (4.x: 16 MiB, 3.x: 128 MiB); more: ValueError |
 
     Raises TypeError for an unknown keyword or a value of the wrong type and ValueError for
     a bad value (an unquoted password in the URL, a negative priority...), naming the
