@@ -26,10 +26,13 @@ def outbox_app_source() -> str:
     return block.group(1)
 
 
-async def test_readme_fastapi_outbox_example(pg_dsn: str, broker: Broker) -> None:
-    """The example's handler commits an order and its event; the lifespan's relay publishes the event once."""
+async def test_readme_fastapi_outbox_example(pg_dsn: str, amqp_url: str, broker: Broker) -> None:
+    """The example's handler commits an order and its event; the lifespan's relay publishes the event once
+    (to the broker under test: the example's URL names the machine's)."""
     source = outbox_app_source()
     assert 'DATABASE = "postgresql://postgres@127.0.0.1:5432/test"' in source
+    assert '"amqp://guest:guest@localhost/"' in source
+    source = source.replace('"amqp://guest:guest@localhost/"', repr(amqp_url))
     queue = await broker.queue()
     source = source.replace("postgresql://postgres@127.0.0.1:5432/test", pg_dsn)
     source = source.replace('routing_key="orders"', f"routing_key={queue!r}")
