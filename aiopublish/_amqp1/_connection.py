@@ -1,0 +1,542 @@
+"""One AMQP 1.0 connection with one session and its sender links, over asyncio streams.
+
+Opening: TCP (or TLS), the SASL header and exchange (PLAIN, ANONYMOUS or EXTERNAL),
+the AMQP header, open (RabbitMQ takes the vhost from open's hostname as
+``vhost:NAME``), begin. A sender link is attached per address the first time a
+message goes there, and kept for the connection's life.
+
+Sending is synchronous (`Session.send`): a delivery is queued on its link and written
+as soon as the link has credit and the session's remote incoming window has room
+for all of its frames; what one event-loop turn writes goes to the socket in one
+write. A delivery waits on its link otherwise (credit exhausted: the broker's flow
+control), and its publish waits with it, within its own timeout.
+
+Each unsettled delivery is matched to its publish by delivery-id when the broker's
+disposition arrives; `on_outcome` is called with the outcome. When the connection
+ends (a lost socket, the broker's close) every delivery still waiting gets
+`on_lost`; when a link is refused or detached, its deliveries get `on_link_error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import ssl as ssl_module
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .._blame import describe
+from . import _performatives as p
+from ._codec import NULL, DecodeError, Described, encode_bool, encode_described, encode_fields, encode_uint
+from ._frames import AMQP_HEADER, SASL_HEADER, TYPE_SASL, FrameReader, InFrame, frame
+
+__all__ = ["Delivery", "Sasl", "Session", "SessionLost", "open_session"]
+
+log = logging.getLogger("aiopublish")
+
+# What we announce: frames up to this size from the broker, this many unsettled incoming transfers.
+_MAX_FRAME_SIZE = 1024 * 1024
+_INCOMING_WINDOW = 0xFFFF
+_OUTGOING_WINDOW = 0xFFFFFFFF
+_HANDLE_MAX = 0xFFFF
+_READ_SIZE = 256 * 1024
+
+
+class SessionLost(Exception):
+    """The connection or session ended; `text` says why (the broker's condition, or the socket's error)."""
+
+
+class OpenRefused(Exception):
+    """The broker refused the SASL login or the open (a missing vhost); `condition` as it said."""
+
+    def __init__(self, text: str, condition: str = "", *, login: bool = False) -> None:
+        super().__init__(text)
+        self.condition = condition
+        self.login = login
+
+
+class Sasl:
+    """The login: a mechanism and its initial response."""
+
+    def __init__(self, user: str | None, password: str | None, mechanism: str | None) -> None:
+        self.user = user
+        self.password = password
+        self.mechanism = mechanism
+
+    def choose(self, offered: list[str]) -> tuple[str, bytes | None]:
+        wanted = self.mechanism
+        if wanted is None:
+            wanted = "PLAIN" if "PLAIN" in offered or self.user else "ANONYMOUS"
+        if wanted not in offered:
+            raise OpenRefused(
+                f"the broker does not offer login method {wanted} (it offers: {', '.join(offered) or 'none'})",
+                login=True,
+            )
+        if wanted == "PLAIN":
+            user, password = self.user or "guest", self.password if self.password is not None else "guest"
+            return wanted, b"\x00" + user.encode("utf-8") + b"\x00" + password.encode("utf-8")
+        if wanted == "ANONYMOUS":
+            return wanted, b""
+        return wanted, None  # EXTERNAL: the TLS client certificate is the identity
+
+
+class Delivery:
+    """One message on its way: queued on its link, then unsettled until its disposition is read."""
+
+    __slots__ = (
+        "address",
+        "batch",
+        "delivery_id",
+        "future",
+        "index",
+        "message",
+        "payload",
+        "seq",
+        "settled",
+        "written",
+    )
+
+    def __init__(self, seq: int, payload: bytes, message: Any, future: Any, batch: Any, index: int, settled: bool):
+        self.seq = seq
+        self.payload = payload
+        self.message = message
+        self.future = future
+        self.batch = batch
+        self.index = index
+        self.settled = settled  # pre-settled (confirms off): no outcome will come
+        self.delivery_id = -1
+        self.written = False
+        self.address = ""
+
+
+class SenderLink:
+    """A sender link to one address: its credit and the deliveries waiting for it."""
+
+    __slots__ = ("address", "attached", "credit", "delivery_count", "error", "handle", "waiting")
+
+    def __init__(self, handle: int, address: str) -> None:
+        self.handle = handle
+        self.address = address
+        self.attached = False
+        self.credit = 0
+        self.delivery_count = 0
+        self.waiting: collections.deque[Delivery] = collections.deque()
+        self.error: tuple[str, str] | None = None
+
+
+OutcomeHandler = Callable[[Delivery, Any], None]
+LossHandler = Callable[[Delivery, str], None]
+LinkErrorHandler = Callable[[Delivery, str, str], None]
+
+
+class Session:
+    """The connection's one session: sender links by address, deliveries by id, the socket's writes."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: FrameReader) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.transport = writer.transport
+        self.loop = asyncio.get_running_loop()
+        self._frames = frames
+        self.remote_max_frame = 512
+        self.links: dict[str, SenderLink] = {}
+        self._by_handle: dict[int, SenderLink] = {}
+        self.unsettled: dict[int, Delivery] = {}
+        self.next_outgoing_id = 0  # our transfer-id counter
+        self.remote_incoming_window = 0
+        self.next_delivery_id = 0
+        self.closed = False
+        self.closing: asyncio.Future[str] = self.loop.create_future()
+        self._outbox: list[bytes] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._reader_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._close_ok = self.loop.create_future()
+        self.on_outcome: OutcomeHandler = lambda delivery, state: None
+        self.on_lost: LossHandler = lambda delivery, text: None
+        self.on_link_error: LinkErrorHandler = lambda delivery, condition, text: None
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if not self._outbox:
+            self.loop.call_soon(self.flush)
+        self._outbox.append(data)
+
+    def flush(self) -> None:
+        """Hand what this turn queued to the socket in one write."""
+        if not self._outbox:
+            return
+        data = b"".join(self._outbox)
+        self._outbox.clear()
+        if not self.closed and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def send(self, delivery: Delivery, address: str) -> None:
+        """Queue `delivery` on the link to `address` (attaching it first if needed) and write what may go."""
+        link = self.links.get(address)
+        if link is None:
+            link = self._attach(address)
+        delivery.address = address
+        link.waiting.append(delivery)
+        if link.attached:
+            self._pump(link)
+
+    def _attach(self, address: str) -> SenderLink:
+        handle = len(self._by_handle)
+        link = SenderLink(handle, address)
+        self.links[address] = link
+        self._by_handle[handle] = link
+        name = f"aiopublish-{handle}-{uuid.uuid4().hex[:8]}"
+        self._write(frame(0, p.attach(name, handle, address)))
+        return link
+
+    def _pump(self, link: SenderLink) -> None:
+        """Write the link's waiting deliveries while it has credit and the session window has room."""
+        waiting = link.waiting
+        while waiting and link.credit > 0 and not self.closed:
+            delivery = waiting[0]
+            if delivery.future is not None and delivery.future.done():
+                waiting.popleft()  # forgotten (cancelled or timed out) before it was written
+                continue
+            delivery_id = self.next_delivery_id
+            frames = self._transfer_frames(link.handle, delivery, delivery_id)
+            if len(frames) > self.remote_incoming_window:
+                return  # the session's flow control: the broker's next flow makes room
+            waiting.popleft()
+            self.next_delivery_id = (delivery_id + 1) & 0xFFFFFFFF
+            delivery.delivery_id = delivery_id
+            for item in frames:
+                self._write(item)
+            self.remote_incoming_window -= len(frames)
+            self.next_outgoing_id = (self.next_outgoing_id + len(frames)) & 0xFFFFFFFF
+            link.credit -= 1
+            link.delivery_count = (link.delivery_count + 1) & 0xFFFFFFFF
+            delivery.written = True
+            delivery.payload = b""
+            if not delivery.settled:
+                self.unsettled[delivery.delivery_id] = delivery
+                self._idle.clear()
+
+    def _transfer_frames(self, handle: int, delivery: Delivery, delivery_id: int) -> list[bytes]:
+        """The frames of one delivery, split to the broker's max-frame-size."""
+        tag = delivery_id.to_bytes(4, "big")
+        payload = delivery.payload
+        first = p.transfer(handle, delivery_id, tag, delivery.settled, False)
+        room = self.remote_max_frame - 8 - len(first) - 1  # `more` grows by nothing, but keep a byte spare
+        if len(payload) <= room:
+            return [frame(0, first + payload)]
+        frames = []
+        more = p.transfer(handle, delivery_id, tag, delivery.settled, True)
+        frames.append(frame(0, more + payload[:room]))
+        rest = memoryview(payload)[room:]
+        continuation = p.transfer(handle, None, None, False, True)
+        last = p.transfer(handle, None, None, False, False)
+        room = self.remote_max_frame - 8 - len(continuation)
+        while len(rest) > room:
+            frames.append(frame(0, continuation + bytes(rest[:room])))
+            rest = rest[room:]
+        frames.append(frame(0, last + bytes(rest)))
+        return frames
+
+    def waiting_count(self) -> int:
+        return sum(len(link.waiting) for link in self.links.values())
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def start(self, idle_timeout: float | None) -> None:
+        self._reader_task = self.loop.create_task(self._read_loop())
+        if idle_timeout:
+            self._heartbeat_task = self.loop.create_task(self._heartbeats(idle_timeout / 2))
+
+    async def _heartbeats(self, interval: float) -> None:
+        # The broker drops a connection silent for its idle-time-out: an empty frame keeps it alive.
+        while not self.closed:
+            await asyncio.sleep(interval)
+            self._write(frame(0, b""))
+
+    async def _read_loop(self) -> None:
+        reason = "the broker closed the connection"
+        try:
+            while True:
+                data = await self.reader.read(_READ_SIZE)
+                if not data:
+                    reason = "the connection was closed by the broker or the network (EOF)"
+                    break
+                for item in self._frames.feed(data):
+                    if self._handle(item):
+                        return
+        except DecodeError as exc:
+            reason = f"the broker sent a frame that cannot be decoded ({exc})"
+        except (OSError, ConnectionError) as exc:
+            reason = f"the connection was lost ({describe(exc)})"
+        except asyncio.CancelledError:
+            reason = "the connection was closed"
+            raise
+        finally:
+            self._lost(reason)
+
+    def _handle(self, item: InFrame) -> bool:
+        """Act on one frame; True when it ends the connection."""
+        performative = item.performative
+        if performative is None:
+            return False  # an empty frame: the broker's heartbeat
+        code = p.descriptor_code(performative)
+        if code == p.DISPOSITION:
+            self._on_disposition(performative)
+        elif code == p.FLOW:
+            self._on_flow(performative)
+        elif code == p.ATTACH:
+            self._on_attach(performative)
+        elif code == p.DETACH:
+            self._on_detach(performative)
+        elif code in (p.END, p.CLOSE):
+            condition, description = p.error_text(p.field(performative, 0))
+            if code == p.CLOSE and not self._close_ok.done():
+                self._close_ok.set_result(None)
+            text = f"{condition}: {description}" if condition else "the broker ended the session"
+            if code == p.CLOSE and not condition:
+                text = "the broker closed the connection"
+            self._lost(text)
+            return True
+        return False
+
+    def _on_flow(self, performative: Described) -> None:
+        next_incoming = p.field(performative, 0)
+        incoming_window = p.field(performative, 1, 0)
+        if next_incoming is not None:
+            self.remote_incoming_window = (next_incoming + incoming_window - self.next_outgoing_id) & 0xFFFFFFFF
+        else:
+            self.remote_incoming_window = incoming_window
+        handle = p.field(performative, 4)
+        if handle is None:
+            for each in self.links.values():
+                if each.waiting and each.attached:
+                    self._pump(each)
+            return
+        link = self._by_handle.get(handle)
+        if link is None:
+            return
+        receiver_count = p.field(performative, 5, 0)
+        link_credit = p.field(performative, 6, 0)
+        link.credit = (receiver_count + link_credit - link.delivery_count) & 0xFFFFFFFF
+        if link.credit > 0x7FFFFFFF:  # the broker counted fewer deliveries than we sent: no credit
+            link.credit = 0
+        self._pump(link)
+        if p.field(performative, 8, False) and link.credit > 0 and not link.waiting:
+            # drain: nothing to send, so use up the credit and say so
+            link.delivery_count = (link.delivery_count + link.credit) & 0xFFFFFFFF
+            link.credit = 0
+            self._write(frame(0, self._link_flow(link, drain=True)))
+        elif p.field(performative, 9, False):  # echo
+            self._write(frame(0, self._link_flow(link, drain=False)))
+        for other in self.links.values():  # a session window that grew may let other links go on
+            if other is not link and other.waiting and other.attached:
+                self._pump(other)
+
+    def _link_flow(self, link: SenderLink, *, drain: bool) -> bytes:
+        return encode_described(
+            p.FLOW,
+            encode_fields(
+                [
+                    encode_uint(0),
+                    encode_uint(_INCOMING_WINDOW),
+                    encode_uint(self.next_outgoing_id),
+                    encode_uint(_OUTGOING_WINDOW),
+                    encode_uint(link.handle),
+                    encode_uint(link.delivery_count),
+                    encode_uint(link.credit),
+                    NULL,
+                    encode_bool(drain),
+                ]
+            ),
+        )
+
+    def _on_attach(self, performative: Described) -> None:
+        link = self._by_handle.get(p.field(performative, 1, -1))
+        if link is None:
+            return
+        target = p.field(performative, 6)
+        if target is None:
+            return  # refused: the detach that follows says why
+        link.attached = True
+        self._pump(link)
+
+    def _on_detach(self, performative: Described) -> None:
+        handle = p.field(performative, 0, -1)
+        link = self._by_handle.get(handle)
+        if link is None:
+            return
+        condition, description = p.error_text(p.field(performative, 2))
+        link.attached = False
+        del self.links[link.address]  # the next message to this address attaches again
+        if p.field(performative, 1, False) is False or not condition:
+            self._write(frame(0, p.detach(handle, True)))
+        # Its waiting deliveries never left; its unsettled ones may or may not have been stored.
+        for delivery in link.waiting:
+            self.on_link_error(delivery, condition or "amqp:link:detach-forced", description)
+        link.waiting.clear()
+        for delivery_id, delivery in list(self.unsettled.items()):
+            if delivery.address == link.address:
+                del self.unsettled[delivery_id]
+                self.on_lost(delivery, f"the broker detached the link to {link.address} ({condition}: {description})")
+        if not self.unsettled:
+            self._idle.set()
+
+    def _on_disposition(self, performative: Described) -> None:
+        if not p.field(performative, 0, False):
+            return  # from a sender: not about our deliveries
+        first = p.field(performative, 1, 0)
+        last = p.field(performative, 2, first)
+        state = p.field(performative, 4)
+        settled = p.field(performative, 3, False)
+        unsettled = self.unsettled
+        span = (last - first) & 0xFFFFFFFF
+        for offset in range(span + 1):
+            delivery = unsettled.pop((first + offset) & 0xFFFFFFFF, None)
+            if delivery is not None:
+                self.on_outcome(delivery, state)
+        if not settled and state is not None:
+            # The broker waits for us to settle too (rcv-settle-mode second): do so.
+            body = encode_described(
+                p.DISPOSITION,
+                encode_fields([encode_bool(False), encode_uint(first), encode_uint(last), encode_bool(True)]),
+            )
+            self._write(frame(0, body))
+        if not unsettled:
+            self._idle.set()
+
+    def _lost(self, text: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._outbox.clear()
+        if not self.closing.done():
+            self.closing.set_result(text)
+        with contextlib.suppress(Exception):
+            self.transport.abort()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        deliveries = list(self.unsettled.values())
+        self.unsettled.clear()
+        for link in list(self.links.values()):
+            deliveries.extend(link.waiting)
+            link.waiting.clear()
+        self.links.clear()
+        for delivery in deliveries:
+            self.on_lost(delivery, text)
+        self._idle.set()
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close cleanly (end, close, the broker's close), then the socket; abort on any failure."""
+        if self.closed:
+            return
+        try:
+            self._write(frame(0, p.end()))
+            self._write(frame(0, p.close()))
+            self.flush()
+            async with asyncio.timeout(5):
+                await asyncio.shield(self._close_ok)
+        except (TimeoutError, Exception):
+            pass
+        finally:
+            self._lost("the connection was closed by the publisher")
+            if self._reader_task is not None:
+                self._reader_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._reader_task
+
+    def abort(self) -> None:
+        self._lost("the connection was closed by the publisher")
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+
+async def _read_frame(reader: asyncio.StreamReader, frames: FrameReader, pending: list[InFrame]) -> InFrame:
+    while not pending:
+        data = await reader.read(_READ_SIZE)
+        if not data:
+            raise OpenRefused("the broker closed the connection during the handshake")
+        pending.extend(frames.feed(data))
+    return pending.pop(0)
+
+
+async def open_session(
+    host: str,
+    port: int,
+    *,
+    ssl: ssl_module.SSLContext | None,
+    server_hostname: str | None,
+    sasl: Sasl,
+    vhost: str,
+    container_id: str,
+) -> Session:
+    """Connect, log in, open and begin; a Session whose reader runs. Raises OSError or OpenRefused."""
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=ssl, server_hostname=server_hostname if ssl is not None else None, limit=_READ_SIZE
+    )
+    try:
+        return await _handshake(reader, writer, sasl, vhost, container_id)
+    except BaseException:
+        writer.transport.abort()
+        raise
+
+
+async def _handshake(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, sasl: Sasl, vhost: str, container_id: str
+) -> Session:
+    frames = FrameReader(_MAX_FRAME_SIZE)
+    pending: list[InFrame] = []
+    writer.write(SASL_HEADER)
+    header = await reader.readexactly(8)
+    if header != SASL_HEADER:
+        raise OpenRefused(f"the broker answered the SASL header with {header!r}: is this an AMQP 1.0 broker?")
+    mechanisms = await _read_frame(reader, frames, pending)
+    if p.descriptor_code(mechanisms.performative) != p.SASL_MECHANISMS:
+        raise OpenRefused("the broker did not offer SASL mechanisms")
+    offered = p.field(mechanisms.performative, 0, [])
+    offered = [str(name) for name in (offered if isinstance(offered, list) else [offered])]
+    mechanism, response = sasl.choose(offered)
+    writer.write(frame(0, p.sasl_init(mechanism, response, None), TYPE_SASL))
+    outcome = await _read_frame(reader, frames, pending)
+    if p.descriptor_code(outcome.performative) != p.SASL_OUTCOME:
+        raise OpenRefused("the broker did not answer the SASL login")
+    code = p.field(outcome.performative, 0, 1)
+    if code != 0:
+        raise OpenRefused(f"the broker refused the login (SASL outcome {code})", login=True)
+    writer.write(AMQP_HEADER)
+    header = await reader.readexactly(8)
+    if header != AMQP_HEADER:
+        raise OpenRefused(f"the broker answered the AMQP header with {header!r}")
+    writer.write(frame(0, p.open_(container_id, f"vhost:{vhost}", _MAX_FRAME_SIZE, 0, 0)))
+    writer.write(frame(0, p.begin(0, _INCOMING_WINDOW, _OUTGOING_WINDOW, _HANDLE_MAX)))
+    opened = await _read_frame(reader, frames, pending)
+    if p.descriptor_code(opened.performative) == p.CLOSE:
+        condition, description = p.error_text(p.field(opened.performative, 0))
+        raise OpenRefused(f"the broker refused to open the connection: {condition}: {description}", condition)
+    if p.descriptor_code(opened.performative) != p.OPEN:
+        raise OpenRefused("the broker did not answer open")
+    session = Session(reader, writer, frames)
+    session.remote_max_frame = max(512, min(p.field(opened.performative, 2, 0xFFFFFFFF), 0xFFFFFFFF))
+    idle_ms = p.field(opened.performative, 4, 0)
+    begun = await _read_frame(reader, frames, pending)
+    code = p.descriptor_code(begun.performative)
+    if code in (p.CLOSE, p.END):
+        condition, description = p.error_text(p.field(begun.performative, 0))
+        raise OpenRefused(f"the broker refused the session: {condition}: {description}", condition)
+    if code != p.BEGIN:
+        raise OpenRefused("the broker did not answer begin")
+    session.remote_incoming_window = p.field(begun.performative, 2, 0)
+    for item in pending:  # frames read together with begin (a flow already)
+        session._handle(item)
+    session.start(idle_ms / 1000 if idle_ms else None)
+    return session
