@@ -156,6 +156,7 @@ class Session:
         self._reader_task: asyncio.Task[None] | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._close_ok = self.loop.create_future()
+        self._closing_by_us = False
         self.on_outcome: OutcomeHandler = lambda delivery, state: None
         self.on_lost: LossHandler = lambda delivery, text: None
         self.on_link_error: LinkErrorHandler = lambda delivery, condition, text: None
@@ -297,6 +298,8 @@ class Session:
             self._on_attach(performative)
         elif code == p.DETACH:
             self._on_detach(performative)
+        elif code == p.END and self._closing_by_us:
+            return False  # the broker's answer to our end: its close follows
         elif code in (p.END, p.CLOSE):
             condition, description = p.error_text(p.field(performative, 0))
             if code == p.CLOSE and not self._close_ok.done():
@@ -420,6 +423,8 @@ class Session:
         self._outbox.clear()
         if not self.closing.done():
             self.closing.set_result(text)
+        if not self._close_ok.done():
+            self._close_ok.set_result(None)
         with contextlib.suppress(Exception):
             self.transport.abort()
         if self._heartbeat_task is not None:
@@ -440,6 +445,7 @@ class Session:
         """Close cleanly (end, close, the broker's close), then the socket; abort on any failure."""
         if self.closed:
             return
+        self._closing_by_us = True
         try:
             self._write(frame(0, p.end()))
             self._write(frame(0, p.close()))
