@@ -25,7 +25,7 @@ table or a list (application properties hold simple values only, part 3.2.5).
 from __future__ import annotations
 
 import struct
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,6 +38,8 @@ from ._codec import (
     NULL,
     encode_binary,
     encode_bool,
+    encode_described,
+    encode_list,
     encode_string,
     encode_symbol,
     encode_timestamp,
@@ -76,11 +78,52 @@ def _application_value(name: str, value: Any) -> bytes:
     return encode_value(value, f"header {name!r}")
 
 
-def encode_message(message: Prepared) -> bytes:
-    """The message's sections: header, properties, application-properties, one data section.
+class _Template:
+    """The sections of every message that shares an option set: all but its message-id and body."""
 
-    Raises ValueError naming an option or header that AMQP 1.0 cannot carry.
-    """
+    __slots__ = ("application", "header", "rest")
+
+    def __init__(self, header: bytes, rest: list[bytes], application: bytes) -> None:
+        self.header = header
+        self.rest = rest  # the properties' fields after message-id
+        self.application = application
+
+
+# Option sets seen recently, by their 0-9-1 properties without the message id (see _split).
+_templates: dict[tuple[bytes, bytes], _Template] = {}
+_TEMPLATES_MAX = 256
+# Fields before message_id, in wire order: (flag, size of a fixed field, or 0 for a shortstr, -1 for a table).
+_BEFORE_ID = (
+    (1 << 15, 0),  # content_type
+    (1 << 14, 0),  # content_encoding
+    (1 << 13, -1),  # headers
+    (1 << 12, 1),  # delivery_mode
+    (1 << 11, 1),  # priority
+    (1 << 10, 0),  # correlation_id
+    (1 << 9, 0),  # reply_to
+    (1 << 8, 0),  # expiration
+)
+_MESSAGE_ID_FLAG = 1 << 7
+
+
+def _split(encoded: bytes) -> tuple[bytes, bytes]:
+    """The properties before and after the message_id field (which aiopublish always sets)."""
+    (flags,) = struct.unpack_from(">H", encoded)
+    position = 2
+    for flag, size in _BEFORE_ID:
+        if flags & flag:
+            if size == 0:
+                position += 1 + encoded[position]
+            elif size == -1:
+                position += 4 + int.from_bytes(encoded[position : position + 4], "big")
+            else:
+                position += size
+    if not flags & _MESSAGE_ID_FLAG:
+        return encoded, b""
+    return encoded[:position], encoded[position + 1 + encoded[position] :]
+
+
+def _template(message: Prepared) -> _Template:
     flags, props = _properties(message.properties, len(message.body))
     for attribute, option in _REFUSED.items():
         if flags & _FLAGS[attribute]:
@@ -97,24 +140,41 @@ def encode_message(message: Prepared) -> bytes:
         ],
     )
     timestamp = props.timestamp
-    properties = p.section(
-        p.PROPERTIES,
-        [
-            encode_string(message.message_id),
-            NULL if props.user_id is None else encode_binary(props.user_id.encode("utf-8")),
-            NULL,  # to: the link's address says where
-            NULL,  # subject
-            NULL if props.reply_to is None else encode_string(props.reply_to),
-            NULL if props.correlation_id is None else encode_string(props.correlation_id),
-            NULL if props.content_type is None else encode_symbol(props.content_type),
-            NULL if props.content_encoding is None else encode_symbol(props.content_encoding),
-            NULL,  # absolute-expiry-time
-            NULL if timestamp is None else encode_timestamp(int(timestamp.timestamp() * 1000)),
-        ],
-    )
+    if timestamp is not None and timestamp.tzinfo is None:
+        timestamp = timestamp.replace(tzinfo=UTC)
+    rest = [
+        NULL if props.user_id is None else encode_binary(props.user_id.encode("utf-8")),
+        NULL,  # to: the link's address says where
+        NULL,  # subject
+        NULL if props.reply_to is None else encode_string(props.reply_to),
+        NULL if props.correlation_id is None else encode_string(props.correlation_id),
+        NULL if props.content_type is None else encode_symbol(props.content_type),
+        NULL if props.content_encoding is None else encode_symbol(props.content_encoding),
+        NULL,  # absolute-expiry-time
+        NULL if timestamp is None else encode_timestamp(int(timestamp.timestamp() * 1000)),
+    ]
+    while rest and rest[-1] == NULL:
+        rest.pop()
     headers = props.headers or {}
     application = p.map_section(
         p.APPLICATION_PROPERTIES,
         [(encode_string(str(name)), _application_value(str(name), value)) for name, value in headers.items()],
     )
-    return header + properties + application + p.data_section(message.body)
+    return _Template(header, rest, application)
+
+
+def encode_message(message: Prepared) -> bytes:
+    """The message's sections: header, properties, application-properties, one data section.
+
+    Raises ValueError naming an option or header that AMQP 1.0 cannot carry. The sections
+    of an option set are built once (from its first message) and reused with each message's id.
+    """
+    key = _split(message.properties)
+    template = _templates.get(key)
+    if template is None:
+        template = _template(message)
+        if len(_templates) >= _TEMPLATES_MAX:
+            _templates.clear()
+        _templates[key] = template
+    properties = encode_described(p.PROPERTIES, encode_list([encode_string(message.message_id), *template.rest]))
+    return template.header + properties + template.application + p.data_section(message.body)
