@@ -225,15 +225,12 @@ class Session:
 
     def _transfer_frames(self, handle: int, delivery: Delivery, delivery_id: int) -> list[bytes]:
         """The frames of one delivery, split to the broker's max-frame-size."""
-        tag = delivery_id.to_bytes(4, "big")
         payload = delivery.payload
-        first = p.transfer(handle, delivery_id, tag, delivery.settled, False)
-        room = self.remote_max_frame - 8 - len(first) - 1  # `more` grows by nothing, but keep a byte spare
+        first = p.first_transfer(handle, delivery_id, delivery.settled, False)
+        room = self.remote_max_frame - 8 - len(first)
         if len(payload) <= room:
             return [frame(0, first + payload)]
-        frames = []
-        more = p.transfer(handle, delivery_id, tag, delivery.settled, True)
-        frames.append(frame(0, more + payload[:room]))
+        frames = [frame(0, p.first_transfer(handle, delivery_id, delivery.settled, True) + payload[:room])]
         rest = memoryview(payload)[room:]
         continuation = p.transfer(handle, None, None, False, True)
         last = p.transfer(handle, None, None, False, False)

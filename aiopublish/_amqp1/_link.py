@@ -22,6 +22,7 @@ and a publish without credit waits (within its timeout) on its link.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import ssl as ssl_module
@@ -62,6 +63,7 @@ _WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 _DEFAULT_PORTS = {"amqp1": 5672, "amqp1s": 5671}
 
 
+@functools.lru_cache(maxsize=4096)
 def address_of(exchange: str, routing_key: str) -> str:
     """RabbitMQ 4.x's v2 address for a publish: the queue itself for the default exchange."""
     if not exchange:

@@ -236,3 +236,13 @@ def test_a_frame_over_the_announced_size_is_refused() -> None:
     """A frame larger than the max-frame-size we announced ends the connection (DecodeError)."""
     with pytest.raises(DecodeError, match="max-frame-size"):
         FrameReader(512).feed(frame(0, b"\x40" * 600))
+
+
+@pytest.mark.parametrize(("handle", "delivery_id"), [(0, 0), (3, 255), (70000, 2**32 - 1)])
+@pytest.mark.parametrize(("settled", "more"), [(False, False), (True, False), (False, True)])
+def test_the_fixed_width_transfer_means_the_same(handle: int, delivery_id: int, settled: bool, more: bool) -> None:
+    """first_transfer (one pack, fixed widths) decodes to the same fields as the shortest-form transfer."""
+    tag = delivery_id.to_bytes(4, "big")
+    fast, end = decode(p.first_transfer(handle, delivery_id, settled, more))
+    assert end == len(p.first_transfer(handle, delivery_id, settled, more))
+    assert fast == decode(p.transfer(handle, delivery_id, tag, settled, more))[0]
