@@ -30,7 +30,7 @@ from typing import Any
 
 from .._blame import describe
 from . import _performatives as p
-from ._codec import NULL, DecodeError, Described, encode_bool, encode_described, encode_fields, encode_uint
+from ._codec import DecodeError, Described, encode_bool, encode_described, encode_fields, encode_uint
 from ._frames import AMQP_HEADER, SASL_HEADER, TYPE_SASL, FrameReader, InFrame, frame
 
 __all__ = ["Delivery", "Sasl", "Session", "SessionLost", "open_session"]
@@ -157,6 +157,13 @@ class Session:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._close_ok = self.loop.create_future()
         self._closing_by_us = False
+        self.next_incoming_id = 0
+        self._handles = 0
+        self._receivers: dict[int, Callable[[bytes], None]] = {}
+        self._pair_receiver = -1
+        self._receiver_count = 0
+        self._receiver_credit_total = 0
+        self._incoming = bytearray()
         self.on_outcome: OutcomeHandler = lambda delivery, state: None
         self.on_lost: LossHandler = lambda delivery, text: None
         self.on_link_error: LinkErrorHandler = lambda delivery, condition, text: None
@@ -187,8 +194,13 @@ class Session:
         if link.attached:
             self._pump(link)
 
+    def _new_handle(self) -> int:
+        handle = self._handles
+        self._handles += 1
+        return handle
+
     def _attach(self, address: str) -> SenderLink:
-        handle = len(self._by_handle)
+        handle = self._new_handle()
         link = SenderLink(handle, address)
         self.links[address] = link
         self._by_handle[handle] = link
@@ -289,6 +301,8 @@ class Session:
         code = p.descriptor_code(performative)
         if code == p.DISPOSITION:
             self._on_disposition(performative)
+        elif code == p.TRANSFER:
+            self._on_transfer(performative, item.payload)
         elif code == p.FLOW:
             self._on_flow(performative)
         elif code == p.ATTACH:
@@ -342,25 +356,66 @@ class Session:
                 self._pump(other)
 
     def _link_flow(self, link: SenderLink, *, drain: bool) -> bytes:
-        return encode_described(
-            p.FLOW,
-            encode_fields(
-                [
-                    encode_uint(0),
-                    encode_uint(_INCOMING_WINDOW),
-                    encode_uint(self.next_outgoing_id),
-                    encode_uint(_OUTGOING_WINDOW),
-                    encode_uint(link.handle),
-                    encode_uint(link.delivery_count),
-                    encode_uint(link.credit),
-                    NULL,
-                    encode_bool(drain),
-                ]
-            ),
+        return p.link_flow(
+            self.next_incoming_id,
+            _INCOMING_WINDOW,
+            self.next_outgoing_id,
+            _OUTGOING_WINDOW,
+            link.handle,
+            link.delivery_count,
+            link.credit,
+            drain=drain,
         )
 
+    # -- the management link pair's receiving half ----------------------------------------------
+
+    def attach_pair(self, address: str, on_message: Callable[[bytes], None]) -> SenderLink:
+        """Attach RabbitMQ's management link pair; `on_message` gets each response's payload."""
+        name = f"aiopublish-management-{uuid.uuid4().hex[:8]}"
+        sender = SenderLink(self._new_handle(), address)
+        self.links[address] = sender
+        self._by_handle[sender.handle] = sender
+        receiver = self._new_handle()
+        self._receivers[receiver] = on_message
+        self._write(frame(0, p.management_attach(name, sender.handle, receiver=False)))
+        self._write(frame(0, p.management_attach(name, receiver, receiver=True)))
+        self._pair_receiver = receiver
+        return sender
+
+    def grant_receiver(self, credit: int) -> None:
+        """Let the broker send `credit` more responses on the management pair's receiving link."""
+        self._receiver_credit_total = credit
+        body = p.link_flow(
+            self.next_incoming_id,
+            _INCOMING_WINDOW,
+            self.next_outgoing_id,
+            _OUTGOING_WINDOW,
+            self._pair_receiver,
+            self._receiver_count,
+            credit,
+        )
+        self._write(frame(0, body))
+
+    def _on_transfer(self, performative: Described, payload: bytes) -> None:
+        self.next_incoming_id = (self.next_incoming_id + 1) & 0xFFFFFFFF
+        handle = p.field(performative, 0, -1)
+        on_message = self._receivers.get(handle)
+        if on_message is None:
+            return
+        self._incoming += payload
+        if p.field(performative, 5, False):
+            return  # more frames of this message follow
+        if p.field(performative, 1) is not None:
+            self._receiver_count = (self._receiver_count + 1) & 0xFFFFFFFF
+        message, self._incoming = bytes(self._incoming), bytearray()
+        on_message(message)
+
     def _on_attach(self, performative: Described) -> None:
-        link = self._by_handle.get(p.field(performative, 1, -1))
+        handle = p.field(performative, 1, -1)
+        if handle in self._receivers:
+            self._receiver_count = p.field(performative, 9, 0)
+            return
+        link = self._by_handle.get(handle)
         if link is None:
             return
         target = p.field(performative, 6)
@@ -539,6 +594,7 @@ async def _handshake(
     if code != p.BEGIN:
         raise OpenRefused("the broker did not answer begin")
     session.remote_incoming_window = p.field(begun.performative, 2, 0)
+    session.next_incoming_id = p.field(begun.performative, 1, 0)
     for item in pending:  # frames read together with begin (a flow already)
         session._handle(item)
     session.start(idle_ms / 1000 if idle_ms else None)

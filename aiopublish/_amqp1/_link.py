@@ -17,6 +17,9 @@ through `channel()`. What differs is what settles a publish (see `outcome_error`
 
 AMQP 1.0 has no connection.blocked: the broker stops granting link credit instead,
 and a publish without credit waits (within its timeout) on its link.
+
+Declarations (`declare=`, per-call `declare`) go through RabbitMQ's management node
+(see _management), in the same order as over 0-9-1, and again after every reconnect.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from yarl import URL
 from .._blame import ChannelInterrupted, describe
 from .._channel import Batch
 from .._connection import DEFAULT_CONNECT_TIMEOUT, ConnectionParams, mask_url
-from .._declarations import Exchange, Queue
+from .._declarations import Entity, Exchange, Queue, expand
 from .._exceptions import (
     AccessRefused,
     AuthenticationError,
@@ -52,6 +55,7 @@ from .._options import Prepared
 from ..retry import RetryPolicy
 from . import _performatives as p
 from ._connection import Delivery, OpenRefused, Sasl, Session, open_session
+from ._management import Management
 from ._message import encode_message
 
 __all__ = ["Amqp1Channel", "Amqp1Link", "address_of", "amqp1_link"]
@@ -270,7 +274,10 @@ class Amqp1Link:
     ) -> None:
         self.params = params
         self.metrics = metrics
-        self._declare = tuple(declare)
+        self._steps: list[Entity] = expand(declare)
+        self._declared: list[Entity] = []  # steps declared on the current connection
+        self._management: Management | None = None
+        self._declare_lock = asyncio.Lock()
         self._nodes = list(params.urls)
         self._next_node = 0
         self._channel: Amqp1Channel | None = None
@@ -305,8 +312,6 @@ class Amqp1Link:
         channel = self.ready_channel()
         if channel is not None:
             return channel
-        if self._declare:
-            raise ValueError(_NO_DECLARE)
         async with self._open_lock:
             channel = self.ready_channel()
             if channel is not None:
@@ -325,8 +330,25 @@ class Amqp1Link:
                 "reconnected" if self.connections_opened > 1 else "connected",
                 mask_url(self.node or ""),
             )
-            channel = self._channel = Amqp1Channel(session)
+            channel = Amqp1Channel(session)
+            self._declared = []
+            self._management = None
+            try:
+                for step in self._steps:  # again after every reconnect: a deleted queue comes back
+                    await self._management_of(session).declare(step)
+                    self._declared.append(step)
+            except BaseException:
+                session.abort()
+                raise
+            self._channel = channel
             return channel
+
+    def _management_of(self, session: Session) -> Management:
+        management = self._management
+        if management is None or management.session is not session:
+            timeout = dict(self.params.transport_options).get("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+            management = self._management = Management(session, timeout)
+        return management
 
     async def _connect_any_node(self) -> Session:
         errors: list[ConnectionFailed] = []
@@ -398,8 +420,20 @@ class Amqp1Link:
         return context
 
     async def ensure_declared(self, channel: Any, entities: Iterable[Exchange | Queue]) -> None:
-        if tuple(entities):
-            raise ValueError(_NO_DECLARE)
+        """Declare what a publish names and this connection has not declared yet; remember it for reconnects."""
+        steps = [step for step in expand(entities) if step not in self._declared]
+        if not steps:
+            return
+        if not isinstance(channel, Amqp1Channel) or channel.is_closed:
+            raise ChannelInterrupted("the connection is closed; nothing was declared")
+        async with self._declare_lock:
+            for step in steps:
+                if step in self._declared:
+                    continue
+                await self._management_of(channel.session).declare(step)
+                self._declared.append(step)
+                if step not in self._steps:
+                    self._steps.append(step)
 
     async def wait_unblocked(self) -> None:
         return None
@@ -441,13 +475,6 @@ class Amqp1Link:
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.session.abort()
-
-
-_NO_DECLARE = (
-    "declare= is not supported on amqp1:// publishers yet (RabbitMQ's management node over "
-    "AMQP 1.0 is not implemented): declare the exchanges and queues with an amqp:// publisher "
-    "or the management tools first"
-)
 
 
 def amqp1_link(

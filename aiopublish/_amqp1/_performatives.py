@@ -221,6 +221,59 @@ def attach(name: str, handle: int, address: str | None, snd_settle_mode: int = S
     )
 
 
+def management_attach(name: str, handle: int, *, receiver: bool) -> bytes:
+    """One half of RabbitMQ's management link pair: both halves share `name`, address /management,
+    pre-settled transfers and the ``paired`` property (RabbitMQ's HTTP-over-AMQP 1.0 node)."""
+    terminus = encode_fields([encode_string("/management")])
+    fields = [
+        encode_string(name),
+        encode_uint(handle),
+        encode_bool(receiver),
+        encode_ubyte(SND_SETTLED),
+        encode_ubyte(0),
+        encode_described(SOURCE, terminus),
+        encode_described(TARGET, terminus),
+        NULL,
+        NULL,
+        NULL if receiver else encode_uint(0),  # initial-delivery-count: a sender's only
+        NULL,
+        NULL,
+        NULL,
+        encode_map([(encode_symbol("paired"), encode_bool(True))]),
+    ]
+    return encode_described(ATTACH, encode_fields(fields))
+
+
+def link_flow(
+    next_incoming_id: int,
+    incoming_window: int,
+    next_outgoing_id: int,
+    outgoing_window: int,
+    handle: int,
+    delivery_count: int,
+    link_credit: int,
+    *,
+    drain: bool = False,
+) -> bytes:
+    """A flow about one link: its delivery count and the credit (ours to give on a receiving link)."""
+    return encode_described(
+        FLOW,
+        encode_fields(
+            [
+                encode_uint(next_incoming_id),
+                encode_uint(incoming_window),
+                encode_uint(next_outgoing_id),
+                encode_uint(outgoing_window),
+                encode_uint(handle),
+                encode_uint(delivery_count),
+                encode_uint(link_credit),
+                NULL,
+                encode_bool(drain),
+            ]
+        ),
+    )
+
+
 def flow(next_incoming_id: int | None, incoming_window: int, next_outgoing_id: int, outgoing_window: int) -> bytes:
     """A session-level flow (no handle): tells the peer our windows."""
     return encode_described(

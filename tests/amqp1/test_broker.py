@@ -16,7 +16,7 @@ import aiormq
 import pytest
 from yarl import URL
 
-from aiopublish import NotFound, Publisher, UndeliverableMessage
+from aiopublish import Exchange, NotFound, PreconditionFailed, Publisher, Queue, UndeliverableMessage
 from tests.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.amqp1
@@ -170,7 +170,7 @@ async def test_a_missing_queue_is_not_found(amqp1_url: str, node: Node) -> None:
 
 
 async def test_options_without_an_amqp1_meaning_are_refused(amqp1_url: str, node: Node) -> None:
-    """type, app_id, nested headers and declare= are refused with a sentence; nothing reaches the queue."""
+    """type, app_id and nested headers are refused with a sentence; nothing reaches the queue."""
     queue = await node.queue("refused")
     async with Publisher(amqp1_url, routing_key=queue, timeout=10) as publisher:
         with pytest.raises(ValueError, match=r"type option has no AMQP 1\.0 property"):
@@ -215,3 +215,33 @@ async def test_connection_dropped_mid_stream_loses_nothing(amqp1_url: str, node:
     ids = {m.header.properties.message_id for m in await node.take_all(queue)}
     missing = {r.message_id for r in results} - ids
     assert not missing, f"{len(missing)} confirmed messages are not in the queue"
+
+
+async def test_declarations_through_the_management_node(amqp1_url: str, node: Node) -> None:
+    """declare= creates the exchange, the queue and the binding (management node); a message routes through."""
+    exchange = Exchange(f"{node.prefix}-x", type="topic", durable=False, auto_delete=True)
+    name = f"{node.prefix}-declared"
+    node.queues.append(name)
+    queue = Queue(name, exchange=exchange, routing_key="a.#", arguments={"x-max-length": 100})
+    async with Publisher(amqp1_url, declare=[queue], exchange=exchange, routing_key="a.b", timeout=10) as publisher:
+        await publisher.publish(b"routed", serializer="raw")
+        with pytest.raises(PreconditionFailed, match="inequivalent"):
+            await publisher.publish(b"x", declare=[Queue(name, durable=False)])
+    assert [m.body for m in await node.take_all(name)] == [b"routed"]
+
+
+async def test_declarations_are_made_again_after_a_reconnect(amqp1_url: str, node: Node) -> None:
+    """A queue deleted while the connection was down is declared again before the next publish."""
+    name = f"{node.prefix}-again"
+    node.queues.append(name)
+    target = URL(amqp1_url)
+    async with TcpProxy(target.host or "127.0.0.1", target.port or 5672) as proxy:
+        url = str(target.with_host("127.0.0.1").with_port(proxy.port))
+        async with Publisher(url, declare=[Queue(name)], routing_key=name, timeout=20) as publisher:
+            await publisher.publish(b"one", serializer="raw")
+            assert node.channel is not None
+            await node.channel.queue_delete(name)
+            proxy.drop_all()
+            await publisher.publish(b"two", serializer="raw")
+            assert publisher.metrics.reconnects >= 1
+    assert [m.body for m in await node.take_all(name)] == [b"two"]
