@@ -137,7 +137,7 @@ class Session:
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frames: FrameReader) -> None:
         self.reader = reader
-        self.writer = writer
+        self.writer = self.stream_writer = writer
         self.transport = writer.transport
         self.loop = asyncio.get_running_loop()
         self._frames = frames

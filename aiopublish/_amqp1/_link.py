@@ -140,6 +140,8 @@ class Amqp1Channel:
     """A `PublishChannel` over one AMQP 1.0 session: one sender link per address."""
 
     number = 0
+    #: For OpenTelemetry's network.protocol.version (0-9-1 channels have none: their spans are unchanged).
+    protocol_version = "1.0"
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -155,6 +157,11 @@ class Amqp1Channel:
     @property
     def is_closed(self) -> bool:
         return self.session.closed
+
+    @property
+    def connection(self) -> Session:
+        """The session (it has a `stream_writer`, as an aiormq connection: tracing reads the peer from it)."""
+        return self.session
 
     @property
     def in_flight(self) -> int:
