@@ -108,6 +108,8 @@ async def test_accepted_message_arrives_with_its_properties(amqp1_url: str, node
             expiration=60,  # seconds
             reply_to="replies",
             message_id="m-1",
+            user_id=URL(amqp1_url).user or "guest",
+            timestamp=1_700_000_000,
         )
     assert result.status == "confirmed"
     [message] = await node.take_all(queue)
@@ -119,6 +121,9 @@ async def test_accepted_message_arrives_with_its_properties(amqp1_url: str, node
     assert properties.priority == 3
     assert properties.delivery_mode == 2
     assert properties.expiration == "60000"
+    assert properties.reply_to == "replies"
+    assert properties.user_id == (URL(amqp1_url).user or "guest")
+    assert properties.timestamp is not None and int(properties.timestamp.timestamp()) == 1_700_000_000
     assert properties.headers is not None and properties.headers["h"] == "v" and properties.headers["n"] == 5
 
 
