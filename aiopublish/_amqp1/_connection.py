@@ -167,6 +167,8 @@ class Session:
         self.on_outcome: OutcomeHandler = lambda delivery, state: None
         self.on_lost: LossHandler = lambda delivery, text: None
         self.on_link_error: LinkErrorHandler = lambda delivery, condition, text: None
+        #: Called when a pre-settled delivery (confirms off) is handed to the socket.
+        self.on_written: Callable[[Delivery], None] = lambda delivery: None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -234,6 +236,8 @@ class Session:
             if not delivery.settled:
                 self.unsettled[delivery.delivery_id] = delivery
                 self._idle.clear()
+            elif delivery.seq:
+                self.on_written(delivery)
 
     def _transfer_frames(self, handle: int, delivery: Delivery, delivery_id: int) -> list[bytes]:
         """The frames of one delivery, split to the broker's max-frame-size."""

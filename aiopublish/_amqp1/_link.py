@@ -149,10 +149,14 @@ class Amqp1Channel:
         self._seq = itertools.count(1)
         self._last = 0
         self._tracked: dict[int, Delivery] = {}
+        # Confirms off: sends not yet handed to the socket (waiting for link credit), by sequence number.
         self._untracked_waiting: dict[int, Delivery] = {}
+        self._untracked_written = asyncio.Event()
+        self._untracked_written.set()
         session.on_outcome = self._on_outcome
         session.on_lost = self._on_lost
         session.on_link_error = self._on_link_error
+        session.on_written = self._on_written
 
     @property
     def is_closed(self) -> bool:
@@ -190,16 +194,19 @@ class Amqp1Channel:
             self._tracked[seq] = delivery
         else:
             self._untracked_waiting[seq] = delivery
+            self._untracked_written.clear()
         self.session.send(delivery, address_of(message.exchange, message.routing_key))
         return future
 
     @property
     def backed_up(self) -> bool:
-        return self.session.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
+        """The socket's buffer is over its high-water mark, or sends without confirms wait for link credit."""
+        return bool(self._untracked_waiting) or self.session.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
 
     async def wait_writable(self) -> None:
-        """Wait while the socket's buffer is over its high-water mark; ChannelInterrupted when it is lost."""
-        if self.backed_up:
+        """Wait until the socket's buffer is below its high-water mark and every send without confirms
+        is written (link credit is to a sender what socket buffer space is); ChannelInterrupted when lost."""
+        if self.session.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
             try:
                 await self.session.writer.drain()
             except Exception as exc:
@@ -207,6 +214,12 @@ class Amqp1Channel:
                     f"the connection was lost while writing ({describe(exc)}); "
                     "messages not yet settled may or may not have been stored"
                 ) from None
+        while self._untracked_waiting and not self.session.closed:
+            await self._untracked_written.wait()
+        if self._untracked_waiting:
+            raise ChannelInterrupted(
+                f"the connection closed before the messages were sent ({self.session.closing.result()})"
+            )
 
     @property
     def last_delivery_tag(self) -> int:
@@ -230,8 +243,6 @@ class Amqp1Channel:
         """Write what this turn queued; the highest sequence number below which every untracked send was written."""
         self.session.flush()
         waiting = self._untracked_waiting
-        for seq in [seq for seq, delivery in waiting.items() if delivery.written]:
-            del waiting[seq]
         if waiting:
             return min(waiting) - 1
         return self._last
@@ -249,8 +260,14 @@ class Amqp1Channel:
             return
         _resolve(delivery, outcome_error(state, delivery.message))
 
+    def _on_written(self, delivery: Delivery) -> None:
+        waiting = self._untracked_waiting
+        waiting.pop(delivery.seq, None)
+        if not waiting:
+            self._untracked_written.set()
+
     def _on_lost(self, delivery: Delivery, text: str) -> None:
-        self._untracked_waiting.pop(delivery.seq, None)
+        self._untracked_written.set()  # waiters look again: the session is closed
         if self._tracked.pop(delivery.seq, None) is None:
             return
         if delivery.written:
@@ -263,7 +280,8 @@ class Amqp1Channel:
         _resolve(delivery, error)
 
     def _on_link_error(self, delivery: Delivery, condition: str, description: str) -> None:
-        self._untracked_waiting.pop(delivery.seq, None)
+        if self._untracked_waiting.pop(delivery.seq, None) is not None and not self._untracked_waiting:
+            self._untracked_written.set()
         if self._tracked.pop(delivery.seq, None) is None:
             return
         _resolve(delivery, _link_error(condition, description))

@@ -250,3 +250,17 @@ async def test_declarations_are_made_again_after_a_reconnect(amqp1_url: str, nod
             await publisher.publish(b"two", serializer="raw")
             assert publisher.metrics.reconnects >= 1
     assert [m.body for m in await node.take_all(name)] == [b"two"]
+
+
+async def test_confirms_off_sends_every_message_once(amqp1_url: str, node: Node) -> None:
+    """use_confirms=False: pre-settled transfers, "sent" once written (past the link credit), each stored once."""
+    queue = await node.queue("unconfirmed")
+    async with Publisher(amqp1_url, routing_key=queue, use_confirms=False, timeout=30) as publisher:
+        results = await publisher.publish_many([f"m{i}".encode() for i in range(5_000)])
+        single = await publisher.publish(b"one more")
+    assert collections.Counter(r.status for r in results) == {"sent": 5_000}
+    assert single.status == "sent"
+    async with asyncio.timeout(30):
+        while await node.count(queue) < 5_001:
+            continue  # pre-settled: nothing tells the publisher when the queue has them
+    assert await node.count(queue) == 5_001
