@@ -30,7 +30,7 @@ from typing import Any
 
 from .._blame import describe
 from . import _performatives as p
-from ._codec import DecodeError, Described, encode_bool, encode_described, encode_fields, encode_uint
+from ._codec import NULL, DecodeError, Described, encode_bool, encode_described, encode_fields, encode_uint
 from ._frames import AMQP_HEADER, SASL_HEADER, TYPE_SASL, FrameReader, InFrame, frame
 
 __all__ = ["Delivery", "Sasl", "Session", "SessionLost", "open_session"]
@@ -159,6 +159,10 @@ class Session:
         self._closing_by_us = False
         self.next_incoming_id = 0
         self._handles = 0
+        #: Loop time of the last bytes read from the broker (liveness).
+        self.last_received = self.loop.time()
+        #: Set by the reader when bytes arrive, while a liveness check waits on it (else None).
+        self.heard: asyncio.Event | None = None
         self._receivers: dict[int, Callable[[bytes], None]] = {}
         self._pair_receiver = -1
         self._receiver_count = 0
@@ -257,6 +261,27 @@ class Session:
         frames.append(frame(0, last + bytes(rest)))
         return frames
 
+    def ask_for_flow(self) -> None:
+        """Send a session flow with echo set: the broker must answer with its own (a round trip)."""
+        body = encode_described(
+            p.FLOW,
+            encode_fields(
+                [
+                    encode_uint(self.next_incoming_id),
+                    encode_uint(_INCOMING_WINDOW),
+                    encode_uint(self.next_outgoing_id),
+                    encode_uint(_OUTGOING_WINDOW),
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    NULL,
+                    encode_bool(True),  # echo
+                ]
+            ),
+        )
+        self._write(frame(0, body))
+
     def waiting_count(self) -> int:
         return sum(len(link.waiting) for link in self.links.values())
 
@@ -284,6 +309,9 @@ class Session:
                 if not data:
                     reason = "the connection was closed by the broker or the network (EOF)"
                     break
+                self.last_received = self.loop.time()
+                if self.heard is not None:
+                    self.heard.set()
                 for item in self._frames.feed(data):
                     if self._handle(item):
                         return
@@ -485,6 +513,8 @@ class Session:
             self.transport.abort()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self.heard is not None:
+            self.heard.set()
         deliveries = list(self.unsettled.values())
         self.unsettled.clear()
         for link in list(self.links.values()):

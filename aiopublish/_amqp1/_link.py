@@ -65,6 +65,8 @@ log = logging.getLogger("aiopublish")
 # Past this many bytes waiting in the socket's send buffer, publishes wait for it to drain.
 _WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 _DEFAULT_PORTS = {"amqp1": 5672, "amqp1s": 5671}
+# How long a liveness round trip may take before the connection counts as dead (as for 0-9-1).
+_LIVENESS_PROBE_TIMEOUT = 5.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -310,6 +312,7 @@ class Amqp1Link:
         self.node: str | None = None
         self.closed = False
         self.connections_opened = 0
+        self._liveness_task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Amqp1Link {self.params.masked_url}>"
@@ -476,10 +479,48 @@ class Amqp1Link:
             raise
 
     def check_alive(self, since: float) -> None:
-        return None  # a dead peer shows as a socket error; the broker's idle time-out is honoured
+        """A publish begun at loop time `since` timed out: make sure the connection still answers.
+
+        As for 0-9-1 (see aiopublish._link): nothing is done if the broker sent anything since;
+        else a flow with echo set asks for an answer, and the connection is dropped (and so
+        reconnected by the next publish) when nothing at all arrives within a few seconds.
+        """
+        channel = self._channel
+        if channel is None or channel.is_closed or self.closed:
+            return
+        if self._liveness_task is not None and not self._liveness_task.done():
+            return
+        if channel.session.last_received > since:
+            return
+        self._liveness_task = asyncio.get_running_loop().create_task(self._check_liveness(channel.session))
+
+    async def _check_liveness(self, session: Session) -> None:
+        heard = session.heard = asyncio.Event()
+        session.ask_for_flow()
+        try:
+            async with asyncio.timeout(_LIVENESS_PROBE_TIMEOUT):
+                await heard.wait()
+            return  # an answer, or anything else: alive (or closed meanwhile: its loss is handled)
+        except TimeoutError:
+            pass
+        finally:
+            session.heard = None
+        if not session.closed and not self.closed:
+            log.warning(
+                "%s did not answer for %.0f s: dropping the connection as dead",
+                mask_url(self.node or ""),
+                _LIVENESS_PROBE_TIMEOUT,
+            )
+            session.abort()
+
+    def _stop_liveness(self) -> None:
+        task, self._liveness_task = self._liveness_task, None
+        if task is not None and not task.done():
+            task.cancel()
 
     async def close(self, drain_timeout: float | None) -> None:
         self.closed = True
+        self._stop_liveness()
         channel, self._channel = self._channel, None
         if channel is None:
             return
@@ -497,6 +538,7 @@ class Amqp1Link:
 
     def abandon(self) -> None:
         self.closed = True
+        self._stop_liveness()
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.session.abort()

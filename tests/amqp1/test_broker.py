@@ -16,7 +16,8 @@ import aiormq
 import pytest
 from yarl import URL
 
-from aiopublish import Exchange, NotFound, PreconditionFailed, Publisher, Queue, UndeliverableMessage
+from aiopublish import Exchange, NotFound, PreconditionFailed, Publisher, PublishTimeout, Queue, UndeliverableMessage
+from tests.broker import until
 from tests.faults.proxy import TcpProxy
 
 pytestmark = pytest.mark.amqp1
@@ -264,3 +265,22 @@ async def test_confirms_off_sends_every_message_once(amqp1_url: str, node: Node)
         while await node.count(queue) < 5_001:
             continue  # pre-settled: nothing tells the publisher when the queue has them
     assert await node.count(queue) == 5_001
+
+
+async def test_a_silent_connection_is_dropped_after_a_timeout(amqp1_url: str, node: Node) -> None:
+    """A publish timing out on a connection that answers nothing makes the link ask (flow echo) and drop it."""
+    queue = await node.queue("silent")
+    target = URL(amqp1_url)
+    async with TcpProxy(target.host or "127.0.0.1", target.port or 5672) as proxy:
+        url = str(target.with_host("127.0.0.1").with_port(proxy.port))
+        async with Publisher(url, routing_key=queue, timeout=20, serializer="raw") as publisher:
+            await publisher.publish(b"before")
+            proxy.go_silent()
+            with pytest.raises(PublishTimeout):
+                await publisher.publish(b"into the silence", timeout=0.5)
+            # The liveness check gives up on it within its 5 s probe.
+            await until(lambda: not publisher.state.connected, within=15, what="the silent connection dropped")
+            proxy.go_silent(False)
+            assert (await publisher.publish(b"after")).status == "confirmed"
+            assert publisher.metrics.reconnects == 1
+    assert b"after" in [m.body for m in await node.take_all(queue)]
