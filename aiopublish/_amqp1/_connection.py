@@ -159,6 +159,7 @@ class Session:
         self._closing_by_us = False
         self.next_incoming_id = 0
         self._handles = 0
+        self._free_handles: list[int] = []
         #: Loop time of the last bytes read from the broker (liveness).
         self.last_received = self.loop.time()
         #: Set by the reader when bytes arrive, while a liveness check waits on it (else None).
@@ -166,7 +167,6 @@ class Session:
         self._receivers: dict[int, Callable[[bytes], None]] = {}
         self._pair_receiver = -1
         self._receiver_count = 0
-        self._receiver_credit_total = 0
         self._incoming = bytearray()
         self.on_outcome: OutcomeHandler = lambda delivery, state: None
         self.on_lost: LossHandler = lambda delivery, text: None
@@ -201,6 +201,10 @@ class Session:
             self._pump(link)
 
     def _new_handle(self) -> int:
+        # A detached link's handle is reused: refused attaches (a missing queue, retried) must not
+        # run the handles up to the broker's handle-max.
+        if self._free_handles:
+            return self._free_handles.pop()
         handle = self._handles
         self._handles += 1
         return handle
@@ -281,9 +285,6 @@ class Session:
             ),
         )
         self._write(frame(0, body))
-
-    def waiting_count(self) -> int:
-        return sum(len(link.waiting) for link in self.links.values())
 
     async def wait_idle(self) -> None:
         await self._idle.wait()
@@ -416,7 +417,6 @@ class Session:
 
     def grant_receiver(self, credit: int) -> None:
         """Let the broker send `credit` more responses on the management pair's receiving link."""
-        self._receiver_credit_total = credit
         body = p.link_flow(
             self.next_incoming_id,
             _INCOMING_WINDOW,
@@ -463,9 +463,11 @@ class Session:
             return
         condition, description = p.error_text(p.field(performative, 2))
         link.attached = False
-        del self.links[link.address]  # the next message to this address attaches again
-        if p.field(performative, 1, False) is False or not condition:
-            self._write(frame(0, p.detach(handle, True)))
+        if self.links.get(link.address) is link:
+            del self.links[link.address]  # the next message to this address attaches again
+        del self._by_handle[handle]
+        self._write(frame(0, p.detach(handle, True)))  # our answer: the handle is free again after it
+        self._free_handles.append(handle)
         # Its waiting deliveries never left; its unsettled ones may or may not have been stored.
         for delivery in link.waiting:
             self.on_link_error(delivery, condition or "amqp:link:detach-forced", description)

@@ -14,7 +14,6 @@ from typing import Any
 from ._codec import (
     NULL,
     Described,
-    encode_array_symbols,
     encode_binary,
     encode_bool,
     encode_described,
@@ -24,7 +23,6 @@ from ._codec import (
     encode_symbol,
     encode_ubyte,
     encode_uint,
-    encode_ulong,
     encode_ushort,
 )
 
@@ -52,10 +50,16 @@ __all__ = [
     "detach",
     "end",
     "error_text",
+    "data_section",
     "field",
+    "first_transfer",
     "flow",
+    "link_flow",
+    "management_attach",
+    "map_section",
     "open_",
     "sasl_init",
+    "section",
     "transfer",
 ]
 
@@ -356,11 +360,3 @@ def map_section(code: int, pairs: list[tuple[bytes, bytes]]) -> bytes:
 
 def data_section(body: bytes) -> bytes:
     return encode_described(DATA, encode_binary(body))
-
-
-def ulong_descriptor(code: int) -> bytes:
-    return encode_ulong(code)
-
-
-def symbols(values: list[str]) -> bytes:
-    return encode_array_symbols(values)
