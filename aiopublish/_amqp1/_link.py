@@ -54,7 +54,8 @@ from .._metrics import Metrics
 from .._options import Prepared
 from ..retry import RetryPolicy
 from . import _performatives as p
-from ._connection import Delivery, OpenRefused, Sasl, Session, open_session
+from ._connection import Delivery, Session
+from ._handshake import OpenRefused, Sasl, open_session
 from ._management import Management
 from ._message import encode_message
 

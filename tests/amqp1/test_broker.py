@@ -16,7 +16,17 @@ import aiormq
 import pytest
 from yarl import URL
 
-from aiopublish import Exchange, NotFound, PreconditionFailed, Publisher, PublishTimeout, Queue, UndeliverableMessage
+from aiopublish import (
+    AuthenticationError,
+    ConnectionFailed,
+    Exchange,
+    NotFound,
+    PreconditionFailed,
+    Publisher,
+    PublishTimeout,
+    Queue,
+    UndeliverableMessage,
+)
 from tests.broker import until
 from tests.faults.proxy import TcpProxy
 
@@ -284,3 +294,20 @@ async def test_a_silent_connection_is_dropped_after_a_timeout(amqp1_url: str, no
             assert (await publisher.publish(b"after")).status == "confirmed"
             assert publisher.metrics.reconnects == 1
     assert b"after" in [m.body for m in await node.take_all(queue)]
+
+
+async def test_a_refused_login_is_an_authentication_error(amqp1_url: str) -> None:
+    """A wrong password: SASL outcome 'auth' -> AuthenticationError, never retried, password masked."""
+    url = str(URL(amqp1_url).with_password("not-the-password"))
+    with pytest.raises(AuthenticationError, match="refused the login") as raised:
+        async with Publisher(url, timeout=20, retry=True) as publisher:
+            await publisher.publish(b"x", routing_key="q")
+    assert "not-the-password" not in str(raised.value)
+
+
+async def test_a_missing_vhost_says_what_the_broker_did(amqp1_url: str) -> None:
+    """RabbitMQ drops an open for a missing vhost without a close frame: the error says so and names the vhost."""
+    url = str(URL(amqp1_url).with_path("/no-such-vhost-amqp1"))
+    with pytest.raises(ConnectionFailed, match="dropped the connection in answer to open for vhost 'no-such-vhost"):
+        async with Publisher(url, timeout=20, retry=False) as publisher:
+            await publisher.publish(b"x", routing_key="q")
