@@ -44,3 +44,17 @@ async def test_a_timed_out_publish_is_never_sent_later() -> None:
         peer.grant(1)
         assert (await publisher.publish(b"next")).status == "confirmed"
         assert peer.transfers == 1
+
+
+async def test_a_cancelled_publish_leaves_nothing_behind() -> None:
+    """A publish cancelled while it waits for credit is never sent, and nothing of it stays in flight."""
+    async with StubPeer(initial_credit=0) as peer, Publisher(peer.url, routing_key="q", timeout=10) as publisher:
+        task = asyncio.ensure_future(publisher.publish(b"cancelled"))
+        await peer.attached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert publisher.state.in_flight == 0
+        peer.grant(1)
+        assert (await publisher.publish(b"next")).status == "confirmed"
+        assert peer.transfers == 1
