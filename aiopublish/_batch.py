@@ -167,6 +167,9 @@ class BatchRun:
             await self._stream(channel, batch, sent)
             batch.seal()
             await batch.done
+            if batch.untracked:
+                # Confirms off: let what waits to be written (an AMQP 1.0 link's credit) go out first.
+                await channel.wait_writable()
         except Exception as exc:  # the write path failed: the connection died under the stream
             failure = translate(exc, mask=engine.mask)
         finally:

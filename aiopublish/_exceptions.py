@@ -72,6 +72,8 @@ class UndeliverableMessage(AiopublishError):
         where = f"exchange {exchange!r} with routing key {routing_key!r}"
         if reason == "returned":
             text = f"message {message_id} was returned by the broker: {reply_code} {reply_text} ({where})"
+        elif reason in ("rejected", "modified"):  # AMQP 1.0 outcomes: the broker's own words
+            text = f"message {message_id} was {reason} by the broker: {reply_text} ({where})"
         else:
             text = f"message {message_id} was nacked by the broker ({where})"
         super().__init__(text)
@@ -364,8 +366,8 @@ def is_retriable(exc: BaseException) -> bool:
 
 
 def is_nack(exc: BaseException) -> bool:
-    """The broker nacked the message (retried only with `retry_nacked`)."""
-    return isinstance(exc, UndeliverableMessage) and exc.reason == "nacked"
+    """The broker nacked the message, or over AMQP 1.0 rejected it (retried only with `retry_nacked`)."""
+    return isinstance(exc, UndeliverableMessage) and exc.reason in ("nacked", "rejected")
 
 
 def is_retriable_or_nack(exc: BaseException) -> bool:

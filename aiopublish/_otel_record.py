@@ -255,6 +255,10 @@ class PublishRecord(_Record):
         tag = getattr(channel, "last_delivery_tag", None)
         if tag is not None:
             late["messaging.rabbitmq.message.delivery_tag"] = tag
+        version = getattr(channel, "protocol_version", None)
+        if version is not None:  # AMQP 1.0 says so; 0-9-1 spans stay as they were
+            late["network.protocol.name"] = "amqp"
+            late["network.protocol.version"] = version
         peer = semconv.peer_of(getattr(channel, "connection", None))
         if peer is not None:
             late["network.peer.address"] = peer[0]

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._amqp1 import amqp1_link
 from ._blame import ChannelInterrupted
 from ._channel import PublishChannel
 from ._connection import ConnectionParams
@@ -58,6 +59,9 @@ _factories: dict[str, LinkFactory] = {
     # kombu's names for amqp (nameko's usual AMQP_URI); TLS comes from `ssl`, as with kombu.
     "pyamqp": Link,
     "librabbitmq": Link,
+    # AMQP 1.0 (RabbitMQ 4.x), on the same port as 0-9-1; amqp1s:// is TLS.
+    "amqp1": amqp1_link,
+    "amqp1s": amqp1_link,
 }
 # Schemes registered by a module when it is imported: the core names the module, never imports it.
 _PROVIDERS = {"memory": "aiopublish.testing"}

@@ -52,7 +52,7 @@ def node_urls(amqp_uri: object) -> tuple[str, ...]:
 # kombu's names for an AMQP broker (nameko's usual AMQP_URI is "pyamqp://guest:guest@localhost"):
 # the same connection as amqp://, with the defaults kombu applies (see _node_url).
 _KOMBU_SCHEMES = ("pyamqp", "librabbitmq")
-_SCHEMES = ("amqp", "amqps", "memory", *_KOMBU_SCHEMES)
+_SCHEMES = ("amqp", "amqps", "amqp1", "amqp1s", "memory", *_KOMBU_SCHEMES)
 _QUOTE_HINT = "percent-quote them, e.g. urllib.parse.quote(password, safe='')"
 
 
@@ -89,7 +89,7 @@ def _url_problem(url: str) -> str | None:
     """What is wrong with `url`, in words that do not quote it, or None."""
     scheme, separator, rest = url.partition("://")
     if not separator or scheme.lower() not in _SCHEMES:
-        return "must start with amqp:// or amqps:// (or kombu's pyamqp:// or librabbitmq://)"
+        return "must start with amqp:// or amqps:// (or kombu's pyamqp:// or librabbitmq://, or amqp1:// for AMQP 1.0)"
     if "@" in rest[_authority_end(rest) :]:
         return f"has an '@' after a '/', '?' or '#' (if the password or vhost holds these: {_QUOTE_HINT})"
     try:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from aiopublish import Publisher, PublisherClosed, Queue, _transports
+from aiopublish._amqp1 import Amqp1Link
 from aiopublish._connection import ConnectionParams
 from aiopublish._link import Link, LinkLike
 from aiopublish._metrics import Metrics
@@ -33,13 +34,15 @@ def _link(publisher: Publisher) -> DeferredLink:
 
 
 def test_each_scheme_has_its_factory() -> None:
-    """amqp, amqps and kombu's pyamqp and librabbitmq build the real Link; memory the in-memory one."""
+    """amqp, amqps and kombu's pyamqp and librabbitmq build the real Link; amqp1(s) the AMQP 1.0 one; memory its own."""
     for scheme in ("amqp", "amqps", "pyamqp", "librabbitmq"):
         assert _factory_for(scheme) is Link
     params = ConnectionParams.build("memory://")
     link = _factory_for("memory")(params, [], DEFAULT_RETRY_POLICY, Metrics())
     assert isinstance(link, MemoryLink)
-    with pytest.raises(ValueError, match=r"no link is registered for nosuch:// URLs \(known: amqp://, amqps://"):
+    for scheme in ("amqp1", "amqp1s"):  # AMQP 1.0
+        assert isinstance(_factory_for(scheme)(params, [], DEFAULT_RETRY_POLICY, Metrics()), Amqp1Link)
+    with pytest.raises(ValueError, match=r"no link is registered for nosuch:// URLs \(known: amqp://, amqp1://"):
         _factory_for("nosuch")
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Iterable
+from urllib.parse import unquote
 
 from yarl import URL
 
+from .._amqp1 import _performatives as p
+from .._amqp1._codec import Described, Symbol
+from .._amqp1._link import outcome_error
+from .._amqp1._message import encode_message
 from .._blame import Bystander, ChannelInterrupted, facts_of
 from .._channel import Batch, PublishChannel
 from .._connection import ConnectionParams
 from .._declarations import Entity, Exchange, Queue, expand
-from .._exceptions import ChannelError, PublisherClosed, UndeliverableMessage, UnsupportedByBroker
+from .._exceptions import ChannelError, NotFound, PublisherClosed, UndeliverableMessage, UnsupportedByBroker
 from .._metrics import Metrics
 from .._options import Prepared
 from ._broker import InMemoryBroker
@@ -31,12 +36,19 @@ __all__ = ["MemoryChannel", "MemoryLink", "memory_link"]
 
 
 class MemoryChannel:
-    """A `PublishChannel` that hands each publish to an InMemoryBroker and settles it at once."""
+    """A `PublishChannel` that hands each publish to an InMemoryBroker and settles it at once.
 
-    def __init__(self, broker: InMemoryBroker, number: int, login: str) -> None:
+    With `amqp1`, publishes are settled as RabbitMQ 4.x settles them over AMQP 1.0 (see
+    aiopublish._amqp1): an address with no queue or exchange is refused with NotFound
+    (the channel stays open), a full reject-publish queue rejects, an unroutable mandatory
+    publish is released; options AMQP 1.0 cannot carry are refused before anything is sent.
+    """
+
+    def __init__(self, broker: InMemoryBroker, number: int, login: str, *, amqp1: bool = False) -> None:
         self.broker = broker
         self.number = number
         self.login = login
+        self.amqp1 = amqp1
         #: The channel error the broker closed this channel with, if it did.
         self.closed_by: ChannelError | None = None
         self._closed = False
@@ -78,6 +90,11 @@ class MemoryChannel:
             return _blame(self.closed_by, message)
         if self._closed:
             raise ChannelInterrupted("the channel is closed; nothing was sent")
+        if self.amqp1:
+            encode_message(message)  # what AMQP 1.0 cannot carry is refused here, as on the wire
+            missing = _missing_address(self.broker, message)
+            if missing is not None:
+                return missing
         recorded = self.broker.receive(
             exchange=message.exchange,
             routing_key=message.routing_key,
@@ -90,6 +107,8 @@ class MemoryChannel:
             # RabbitMQ closes the channel; the publisher opens (and declares on) a new one.
             self.close(recorded.error)
             return _copy(recorded.error)
+        if self.amqp1 and recorded.outcome in ("returned", "nacked"):
+            return outcome_error(_AMQP1_STATES[recorded.outcome], message)
         if recorded.outcome in ("returned", "nacked"):
             return _undeliverable(recorded, message.message_id)
         return None
@@ -110,6 +129,32 @@ class MemoryChannel:
 
     def flush(self) -> int:
         return sys.maxsize  # every publish reached the broker within send()
+
+
+# What RabbitMQ 4.x settles these publishes with over AMQP 1.0.
+_AMQP1_STATES = {
+    "returned": Described(p.RELEASED, []),
+    "nacked": Described(
+        p.REJECTED,
+        [
+            Described(
+                0x1D,
+                [Symbol("amqp:resource-limit-exceeded"), "a queue it was routed to exceeded its maximum length"],
+            )
+        ],
+    ),
+}
+
+
+def _missing_address(broker: InMemoryBroker, message: Prepared) -> NotFound | None:
+    """NotFound for a v2 address with no queue or exchange behind it, as RabbitMQ refuses its link."""
+    vhost = unquote(URL(broker.url).raw_path[1:]) or "/"
+    if not message.exchange:
+        if message.routing_key not in broker.queues:
+            return NotFound(404, f"amqp:not-found: no queue '{message.routing_key}' in vhost '{vhost}'")
+    elif message.exchange not in broker.exchanges:
+        return NotFound(404, f"amqp:not-found: no exchange '{message.exchange}' in vhost '{vhost}'")
+    return None
 
 
 def _settle(error: BaseException | None, track: bool, batch: Batch | None, index: int) -> asyncio.Future[None] | None:
@@ -179,6 +224,8 @@ class MemoryLink:
         broker_key(self.broker_url)  # a bad URL fails here, in the Publisher's constructor
         # What the broker takes as the login: the URL's user, "guest" when it names none (as aiormq).
         self.login: str = URL(params.url).user or DEFAULT_LOGIN
+        #: ``memory://...?protocol=amqp1``: settle publishes as RabbitMQ 4.x does over AMQP 1.0.
+        self.amqp1 = URL(params.url).query.get("protocol") == "amqp1"
         self._steps: list[Entity] = expand(declare)
         self._declared: list[Entity] = []
         self._channel: MemoryChannel | None = None
@@ -222,7 +269,7 @@ class MemoryLink:
         if self._channel is None or self._channel.broker is not broker:
             self.connections_opened += 1
         self._channels_opened += 1
-        channel = MemoryChannel(broker, self._channels_opened, self.login)
+        channel = MemoryChannel(broker, self._channels_opened, self.login, amqp1=self.amqp1)
         self._declared = []
         for step in self._steps:
             broker.declare_step(step, owner=self)
