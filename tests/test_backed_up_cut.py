@@ -31,6 +31,16 @@ FAST_RETRY = RetryPolicy(stop=stop_after_delay(60), wait=wait_exponential(multip
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _small_proxy_buffer(tcp_proxy: TcpProxy) -> None:
+    """The proxy reads the client through a 64 KiB kernel buffer: stalled, it backs the client up soon.
+
+    Left to itself Linux grows that buffer up to tcp_rmem's maximum (32 MiB on this machine),
+    which 20,000 messages of 1 KB might never fill.
+    """
+    tcp_proxy.limit_receive_buffer(64 * 1024)
+
+
 async def _stall_then_cut(
     broker: Broker, queue: str, proxy: TcpProxy, publisher: Publisher, work: asyncio.Future[object], count: int
 ) -> None:

@@ -1,5 +1,5 @@
 """kombu's Exchange/Queue/binding objects (what nameko code passes) work in declare= and exchange=, declared on the
-real broker exactly as kombu declares them; and the README's "Coming from ..." snippets run."""
+real broker exactly as kombu declares them; and the "Coming from ..." guides' snippets run."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from aiopublish._declarations import exchange_name, expand, from_kombu, normaliz
 from aiopublish.testing import patch_publisher
 from tests.admin import broker_admin
 from tests.broker import Broker
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 async def broker_snapshot(amqp_url: str) -> dict[str, list[dict[str, Any]]]:
@@ -272,14 +270,18 @@ async def test_str_exchange_on_our_queue(amqp_url: str, broker: Broker) -> None:
     assert [m.body for m in await broker.get_all(queue.name)] == [b'"hello"']
 
 
-# -- the README's "Coming from ..." sections: every python block runs ----------------------------
+# -- the "Coming from ..." guides (docs/guides): every python block runs ----------------------------
+
+
+GUIDES = Path(__file__).resolve().parent.parent / "docs" / "guides"
 
 
 def readme_blocks(section: str) -> list[str]:
-    """The ```python blocks under the README heading `section` (up to the next heading of that level or higher)."""
-    text = README.read_text()
+    """The ```python blocks under the guide's heading `section` (up to the next heading of that level or higher)."""
+    page = {"Coming from nameko": "from-nameko.md", "Coming from aio-pika or FastStream": "from-aio-pika.md"}[section]
+    text = (GUIDES / page).read_text()
     start = re.search(rf"^(#+) {re.escape(section)}\s*$", text, re.MULTILINE)
-    assert start is not None, f"README has no section {section!r}"
+    assert start is not None, f"{page} has no section {section!r}"
     level = len(start.group(1))
     end = re.compile(rf"^#{{1,{level}}} ", re.MULTILINE).search(text, start.end())
     body = text[start.end() : end.start() if end else len(text)]
@@ -296,11 +298,11 @@ def run_snippet(code: str, where: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow  # a fresh interpreter per block
-@pytest.mark.parametrize(("section", "count"), [("Coming from nameko", 1), ("Coming from aio-pika/FastStream", 3)])
+@pytest.mark.parametrize(("section", "count"), [("Coming from nameko", 1), ("Coming from aio-pika or FastStream", 3)])
 async def test_readme_coming_from_snippets_run(
     section: str, count: int, tmp_path: Path, amqp_url: str, broker: Broker
 ) -> None:
-    """Each ```python block of the README's "Coming from ..." sections runs as a file and its message arrives.
+    """Each ```python block of the "Coming from ..." guides runs as a file and its message arrives.
 
     (The nameko "before" block is fenced ```py: nameko is not installed here.) The blocks' URL, the
     machine's broker, is pointed at the broker under test.

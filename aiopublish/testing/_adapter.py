@@ -225,7 +225,7 @@ class MemoryLink:
         # What the broker takes as the login: the URL's user, "guest" when it names none (as aiormq).
         self.login: str = URL(params.url).user or DEFAULT_LOGIN
         #: ``memory://...?protocol=amqp1``: settle publishes as RabbitMQ 4.x does over AMQP 1.0.
-        self.amqp1 = URL(params.url).query.get("protocol") == "amqp1"
+        self.amqp1: bool = URL(params.url).query.get("protocol") == "amqp1"
         self._steps: list[Entity] = expand(declare)
         self._declared: list[Entity] = []
         self._channel: MemoryChannel | None = None

@@ -244,6 +244,19 @@ class TcpProxy:
 
     # -- internals ----------------------------------------------------------------------
 
+    def limit_receive_buffer(self, size: int) -> None:
+        """Connections accepted from now on read the client through a kernel buffer of about `size` bytes.
+
+        Linux lets a receive buffer grow to tcp_rmem's maximum (32 MiB here) by itself: a proxy
+        that stops reading (go_silent) would then absorb that much before the client's own write
+        buffer backs up. Set on the listening socket, the size is inherited by every accepted one
+        (and a size set explicitly is not grown).
+        """
+        self._check_running()
+        assert self._server is not None
+        for sock in self._server.sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
     def trickle(self, size: int | None) -> None:
         """Forward the broker's bytes `size` at a time, a loop turn apart (None: as they come)."""
         self.trickle_bytes = size
