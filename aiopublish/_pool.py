@@ -132,6 +132,8 @@ async def _connection_for(pools: _LoopPools, params: ConnectionParams) -> Abstra
 
 # How long leaving a producer block waits for aiormq to finish closing a channel the broker closed.
 _CLOSE_WAIT = 5.0
+# How often _settle looks whether aio-pika has reopened the channel (seconds).
+_REOPEN_POLL = 0.01
 
 
 async def _settle(channel: AbstractRobustChannel, underlay: Any) -> None:
@@ -152,7 +154,15 @@ async def _settle(channel: AbstractRobustChannel, underlay: Any) -> None:
     await asyncio.sleep(0)  # the wrappers gathering it finish on the next turn
     with contextlib.suppress(Exception):
         async with asyncio.timeout(_CLOSE_WAIT):
-            await channel.ready()  # aio-pika's reopen of the channel, so it is not cut off mid-way
+            # aio-pika's reopen of the channel, so it is not cut off mid-way. Its close callbacks can
+            # take a few more loop turns to start it (Python 3.13 schedules them later than 3.11):
+            # `ready()` alone may return before the reopen began, so wait for the new channel itself.
+            while True:
+                await channel.ready()
+                current = await _underlay(channel)
+                if current is not None and current is not underlay and not current.is_closed:
+                    return
+                await asyncio.sleep(_REOPEN_POLL)
 
 
 async def _underlay(channel: AbstractRobustChannel) -> Any:
