@@ -41,7 +41,7 @@ __all__ = ["Batch", "ChannelInterrupted", "ConfirmChannel", "Pending", "PublishC
 log = logging.getLogger("aiopublish")
 
 # Past this many bytes waiting in the socket's send buffer, publishes wait for it to drain.
-_WRITE_BUFFER_HIGH = 4 * 1024 * 1024
+WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 
 
 class PublishChannel(Protocol):
@@ -252,7 +252,7 @@ class ConfirmChannel(aiormq.Channel):
     @property
     def backed_up(self) -> bool:
         """Whether the socket's send buffer is over its high-water mark: wait_writable() would wait."""
-        return self._transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
+        return self._transport.get_write_buffer_size() > WRITE_BUFFER_HIGH
 
     async def wait_writable(self) -> None:
         """Wait while the socket's send buffer is over its high-water mark (slow or blocked broker).

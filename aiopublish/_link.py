@@ -60,7 +60,7 @@ _NACKED_CHANNEL_MIN_AGE = 1.0
 _RETIRED_CHANNEL_DRAIN = 30.0
 # How long the liveness round trip may take before the connection counts as dead, unless
 # other frames arrived meanwhile (a busy broker that is still answering).
-_LIVENESS_PROBE_TIMEOUT = 5.0
+LIVENESS_PROBE_TIMEOUT = 5.0
 
 
 #: A publish's own connection-establishment retries (its `transport_options`), while it runs; None: the link's.
@@ -206,7 +206,7 @@ class Link:
     async def _check_liveness(self, connection: AmqpConnection) -> None:
         started = connection.loop.time()
         try:
-            async with asyncio.timeout(_LIVENESS_PROBE_TIMEOUT):
+            async with asyncio.timeout(LIVENESS_PROBE_TIMEOUT):
                 await connection.round_trip()
             return
         except TimeoutError:
@@ -218,7 +218,7 @@ class Link:
             log.warning(
                 "%s did not answer for %.0f s: dropping the connection as dead",
                 mask_url(self.node or ""),
-                _LIVENESS_PROBE_TIMEOUT,
+                LIVENESS_PROBE_TIMEOUT,
             )
             connection.stream_writer.transport.abort()
 

@@ -36,7 +36,7 @@ from urllib.parse import quote, unquote
 from yarl import URL
 
 from .._blame import ChannelInterrupted, describe
-from .._channel import Batch
+from .._channel import WRITE_BUFFER_HIGH, Batch
 from .._connection import DEFAULT_CONNECT_TIMEOUT, ConnectionParams, mask_url
 from .._declarations import Entity, Exchange, Queue, expand
 from .._exceptions import (
@@ -50,6 +50,7 @@ from .._exceptions import (
     UndeliverableMessage,
     VhostNotFound,
 )
+from .._link import LIVENESS_PROBE_TIMEOUT
 from .._metrics import Metrics
 from .._options import Prepared
 from ..retry import RetryPolicy
@@ -63,11 +64,7 @@ __all__ = ["Amqp1Channel", "Amqp1Link", "address_of", "amqp1_link"]
 
 log = logging.getLogger("aiopublish")
 
-# Past this many bytes waiting in the socket's send buffer, publishes wait for it to drain.
-_WRITE_BUFFER_HIGH = 4 * 1024 * 1024
 _DEFAULT_PORTS = {"amqp1": 5672, "amqp1s": 5671}
-# How long a liveness round trip may take before the connection counts as dead (as for 0-9-1).
-_LIVENESS_PROBE_TIMEOUT = 5.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -204,12 +201,12 @@ class Amqp1Channel:
     @property
     def backed_up(self) -> bool:
         """The socket's buffer is over its high-water mark, or sends without confirms wait for link credit."""
-        return bool(self._untracked_waiting) or self.session.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH
+        return bool(self._untracked_waiting) or self.session.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH
 
     async def wait_writable(self) -> None:
         """Wait until the socket's buffer is below its high-water mark and every send without confirms
         is written (link credit is to a sender what socket buffer space is); ChannelInterrupted when lost."""
-        if self.session.transport.get_write_buffer_size() > _WRITE_BUFFER_HIGH:
+        if self.session.transport.get_write_buffer_size() > WRITE_BUFFER_HIGH:
             try:
                 await self.session.writer.drain()
             except Exception as exc:
@@ -499,7 +496,7 @@ class Amqp1Link:
         heard = session.heard = asyncio.Event()
         session.ask_for_flow()
         try:
-            async with asyncio.timeout(_LIVENESS_PROBE_TIMEOUT):
+            async with asyncio.timeout(LIVENESS_PROBE_TIMEOUT):
                 await heard.wait()
             return  # an answer, or anything else: alive (or closed meanwhile: its loss is handled)
         except TimeoutError:
@@ -510,7 +507,7 @@ class Amqp1Link:
             log.warning(
                 "%s did not answer for %.0f s: dropping the connection as dead",
                 mask_url(self.node or ""),
-                _LIVENESS_PROBE_TIMEOUT,
+                LIVENESS_PROBE_TIMEOUT,
             )
             session.abort()
 
