@@ -23,7 +23,8 @@ achieved msg/s, p50, p99 and p99.9. Rates go up in order and stop after the firs
 one at which aiopublish keeps up on neither loop (median achieved under 97% of the
 offered rate, or a run failed), so the table ends where aiopublish stops keeping up.
 
-The load average is printed at the start and the end. Latency on a shared machine
+The load average is printed at the start and the end (read once the runs' own load has
+decayed, up to 4 minutes after the last run). Latency on a shared machine
 measures the machine: unless both are under 1, the script refuses to publish the
 table (``--write-docs``: docs/guides/performance.md; and the default benchmarks/latency.json
 and .png) and exits 3; ``--allow-busy`` publishes it anyway, with a line in the
@@ -67,6 +68,9 @@ DRAIN_S = 60.0
 KEEPS_UP = 0.97
 # A table is published only from a run whose 1-minute load average was under this at start and end.
 QUIET_LOAD = 1.0
+# The runs load the machine themselves (broker and client share its cores), so the load at the end is read
+# once that has decayed: up to this long after the last run. Other work keeps it up and the table is refused.
+SETTLE_S = 240.0
 DOCS = HERE.parent / "docs" / "guides" / "performance.md"
 TABLE_START = "<!-- latency.py table: start (written by benchmarks/latency.py --write-docs) -->"
 TABLE_END = "<!-- latency.py table: end -->"
@@ -260,6 +264,14 @@ def keeps_up(entry: Json | None) -> bool:
     return bool(entry["achieved_per_s"] >= KEEPS_UP * entry["rate"])
 
 
+def settle(limit: float) -> tuple[tuple[float, float, float], float]:
+    """The load average once the 1-minute figure is under QUIET_LOAD, or after `limit` seconds; and the wait."""
+    started = time.monotonic()
+    while os.getloadavg()[0] >= QUIET_LOAD and time.monotonic() - started < limit:
+        time.sleep(5)
+    return os.getloadavg(), time.monotonic() - started
+
+
 def is_quiet(meta: Json) -> bool:
     """Whether the 1-minute load average was under QUIET_LOAD at the start and at the end."""
     return bool(meta["loadavg_start"][0] < QUIET_LOAD and meta["loadavg_end"][0] < QUIET_LOAD)
@@ -273,7 +285,8 @@ def conditions(meta: Json, settings: Json) -> str:
         f"Taken {meta['date'][:10]} on {meta['cpu_model']}, {meta['cores']} cores shared by client and broker, "
         f"Python {meta['python']}, RabbitMQ {rabbit.get('version', '?')}; {settings['duration_s']:g} s of scheduled "
         f"messages per run, {settings['repeat']} run(s) per client and rate, medians; "
-        f"load average {start:.2f} at the start, {end:.2f} at the end."
+        f"load average {start:.2f} at the start, {end:.2f} at the end"
+        f" (read {meta.get('settle_s', 0.0):.0f} s after the last run, once the runs' own load had decayed)."
     )
     if not is_quiet(meta):
         text += (
@@ -504,8 +517,10 @@ def main(argv: list[str] | None = None) -> int:
         runs, rates = run_rates(args, admin)
     finally:
         admin.delete()
-    meta["loadavg_end"] = os.getloadavg()
     meta["duration_s"] = time.perf_counter() - started
+    if not args.smoke:
+        log("waiting for the runs' own load to decay before reading the load average at the end")
+    meta["loadavg_end"], meta["settle_s"] = settle(0.0 if args.smoke else SETTLE_S)
     settings: Json = {"clients": args.clients, "rates": rates, "duration_s": args.duration, "repeat": args.repeat}
     settings["url"] = mask_password(args.url)
     summary = summarize(runs, args.clients, rates)

@@ -135,3 +135,25 @@ def test_defaults_cover_both_loops_three_runs_and_ascending_rates() -> None:
     assert args.clients == list(latency.CLIENTS) and "aiopublish-uvloop" in args.clients
     assert args.repeat == 3
     assert args.rates == sorted(args.rates) and len(args.rates) > 3
+
+
+def test_the_load_at_the_end_is_read_once_the_runs_own_load_has_decayed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """settle() polls until the 1-minute load is under 1 (or its limit), and the conditions line says how long."""
+    loads = iter([2.4, 1.6, 1.1, 0.8])
+    current = [2.4]
+
+    def getloadavg() -> tuple[float, float, float]:
+        return (current[0], 0.0, 0.0)
+
+    def sleep(_seconds: float) -> None:
+        current[0] = next(loads)
+
+    monkeypatch.setattr(latency.os, "getloadavg", getloadavg)
+    monkeypatch.setattr(latency.time, "sleep", sleep)
+    end, _waited = latency.settle(240.0)
+    assert end[0] == 0.8
+    # A limit of 0 reads the load at once, busy or not: a busy machine is then refused, not waited out.
+    current[0] = 3.0
+    assert latency.settle(0.0)[0][0] == 3.0
+    line = latency.conditions({**_meta(0.3, 0.8), "settle_s": 35.0}, SETTINGS)
+    assert "0.80 at the end (read 35 s after the last run" in line
