@@ -160,6 +160,17 @@ class Session:
         if link.attached:
             self._pump(link)
 
+    def withdraw(self, batch: object) -> list[Delivery]:
+        """Take `batch`'s deliveries still waiting for credit off their links: they will never be written."""
+        taken: list[Delivery] = []
+        for link in self.links.values():
+            if any(delivery.batch is batch for delivery in link.waiting):
+                kept: collections.deque[Delivery] = collections.deque()
+                for delivery in link.waiting:
+                    (taken if delivery.batch is batch else kept).append(delivery)
+                link.waiting = kept
+        return taken
+
     def _new_handle(self) -> int:
         # A detached link's handle is reused: refused attaches (a missing queue, retried) must not
         # run the handles up to the broker's handle-max.
