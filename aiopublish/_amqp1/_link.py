@@ -59,6 +59,7 @@ from ._connection import Delivery, Session
 from ._handshake import OpenRefused, Sasl, open_session
 from ._management import Management
 from ._message import encode_message
+from ._refusal import refusal_over_091
 
 __all__ = ["Amqp1Channel", "Amqp1Link", "address_of", "amqp1_link"]
 
@@ -450,7 +451,13 @@ class Amqp1Link:
                 raise AuthenticationError(f"{text} (at {masked})") from None
             if exc.condition == "amqp:not-found":
                 raise VhostNotFound(f"{text} (at {masked})", vhost=vhost) from None
-            raise ConnectionFailed(f"cannot connect to {masked}: {text}") from None
+            failed = f"cannot connect to {masked}: {text}"
+            if exc.dropped:
+                # No reason on the wire: 0-9-1 on the same listener gives one (see _refusal).
+                refusal = await refusal_over_091(self.params, node, failed)
+                if refusal is not None:
+                    raise refusal from None
+            raise ConnectionFailed(failed) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise ConnectionFailed(f"cannot connect to {masked}: {self.params.mask(describe(exc))}") from None
 
