@@ -236,8 +236,8 @@ class Amqp1Channel:
         """
         waiting = self._untracked_waiting
         unwritten: set[int] = set()
+        error = ChannelInterrupted("publish_many stopped before the message was sent (it waited for link credit)")
         for delivery in self.session.withdraw(batch):
-            error = ChannelInterrupted("publish_many stopped before the message was sent (it waited for link credit)")
             if delivery.settled:
                 # Confirms off: not "sent" (flush() no longer counts it as waiting, so take its tag out).
                 waiting.pop(delivery.seq, None)

@@ -14,6 +14,8 @@ or cannot connect at all, the AMQP 1.0 error stands: a retriable ConnectionFaile
 
 from __future__ import annotations
 
+import contextlib
+
 from yarl import URL
 
 from .._connection import ConnectionParams
@@ -37,5 +39,6 @@ async def refusal_over_091(params: ConnectionParams, node: str, what: str) -> Co
         return AuthenticationError(f"{what}; asked over AMQP 0-9-1, the broker says: {exc}")
     except Exception:
         return None  # no answer over 0-9-1 either: nothing learnt
-    await connection.close()
+    with contextlib.suppress(Exception):  # it answered: closing it is a courtesy
+        await connection.close()
     return None
