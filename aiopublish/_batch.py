@@ -173,14 +173,18 @@ class BatchRun:
         except Exception as exc:  # the write path failed: the connection died under the stream
             failure = translate(exc, mask=engine.mask)
         finally:
+            # Timed out, cancelled or failed: what still waits to be written (AMQP 1.0 link credit)
+            # must never go out after this attempt reported it.
+            channel.withdraw(batch)
             errors.update(batch.errors)
             self.span.written(sent, len(sent))
-        if batch.untracked:
-            # Confirms off: "sent" once the frames are handed to the socket, not merely queued for it.
-            written_upto = channel.flush()
-            for index, tag in batch.untracked:
-                if tag <= written_upto:
-                    through[index] = 1
+            if batch.untracked:
+                # Confirms off: "sent" once the frames are handed to the socket, not merely queued for it
+                # (also when the attempt timed out waiting for the rest: these were written).
+                written_upto = channel.flush()
+                for index, tag in batch.untracked:
+                    if tag <= written_upto:
+                        through[index] = 1
         # Whatever has no fact and no error of its own now was not acked in this attempt: written
         # into a connection that died, or waiting behind it. It fails with what ended the attempt.
         unknown = failure or ChannelInterrupted("the attempt ended before the broker confirmed the message")

@@ -69,6 +69,8 @@ class PublishChannel(Protocol):
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None: ...
 
+    def withdraw(self, batch: Batch) -> None: ...
+
     def flush(self) -> int: ...
 
 
@@ -283,6 +285,9 @@ class ConfirmChannel(aiormq.Channel):
             if pending.future is future:
                 self._settle_tag(other)
                 return
+
+    def withdraw(self, batch: Batch) -> None:
+        """Nothing to take back: send() writes every publish at once (AMQP 1.0 may hold some for credit)."""
 
     async def wait_idle(self) -> None:
         """Return when no publish waits for a confirm."""

@@ -15,7 +15,7 @@ from yarl import URL
 from tests.broker import Broker, test_url
 from tests.rabbitmq_chroots import SetupError, announced_version, private_node_chroot
 
-pytest_plugins = ["tests.faults.fixtures", "tests.faults.fixtures_tls_cluster"]
+pytest_plugins = ["tests.faults.fixtures", "tests.faults.fixtures_tls_cluster", "tests.amqp1.private_node"]
 
 
 # Tests here need no broker: a run of only these (`pytest tests/unit`) must pass with none listening.

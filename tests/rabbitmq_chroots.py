@@ -63,7 +63,8 @@ def _mirror() -> str:
         except OSError:
             continue
         for match in re.finditer(r"^(?:URIs:\s*|deb\s+(?:\[[^]]*\]\s*)?)(\S+)", text, re.MULTILINE):
-            if "security" not in match.group(1):
+            # Only Debian's own archive: other sources (nodesource, a cloud SDK's) have no sid or trixie.
+            if "security" not in match.group(1) and match.group(1).rstrip("/").endswith("/debian"):
                 return match.group(1)
     return "http://deb.debian.org/debian"
 

@@ -25,6 +25,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from .._blame import describe
 from . import _performatives as p
@@ -41,6 +42,14 @@ _INCOMING_WINDOW = 0xFFFF
 _OUTGOING_WINDOW = 0xFFFFFFFF
 _HANDLE_MAX = 0xFFFF
 _READ_SIZE = 256 * 1024
+# The broker's conditions for an attach it refuses (a missing queue or exchange, no permission).
+_REFUSALS = ("amqp:not-found", "amqp:unauthorized-access")
+
+
+def _entity_of(address: str) -> str:
+    """The queue or exchange a v2 address names (``/queues/q`` -> ``q``, ``/exchanges/x/key`` -> ``x``)."""
+    parts = address.split("/")
+    return unquote(parts[2]) if len(parts) > 2 else address
 
 
 class Delivery:
@@ -159,6 +168,17 @@ class Session:
         link.waiting.append(delivery)
         if link.attached:
             self._pump(link)
+
+    def withdraw(self, batch: object) -> list[Delivery]:
+        """Take `batch`'s deliveries still waiting for credit off their links: they will never be written."""
+        taken: list[Delivery] = []
+        for link in self.links.values():
+            if any(delivery.batch is batch for delivery in link.waiting):
+                kept: collections.deque[Delivery] = collections.deque()
+                for delivery in link.waiting:
+                    (taken if delivery.batch is batch else kept).append(delivery)
+                link.waiting = kept
+        return taken
 
     def _new_handle(self) -> int:
         # A detached link's handle is reused: refused attaches (a missing queue, retried) must not
@@ -311,9 +331,27 @@ class Session:
             text = f"{condition}: {description}" if condition else "the broker ended the session"
             if code == p.CLOSE and not condition:
                 text = "the broker closed the connection"
+            if condition in _REFUSALS:
+                self._refuse_pending(condition, description)
             self._lost(text)
             return True
         return False
+
+    def _refuse_pending(self, condition: str, description: str) -> None:
+        """The broker ended the session for an attach it refused: that link's deliveries get the error.
+
+        RabbitMQ 4.0 refuses an attach to a missing queue or exchange by ending the whole session
+        (``amqp:not-found: no queue 'q' in vhost '/'``) where 4.1+ detaches the link alone. The
+        refusal belongs to a link still waiting for its attach whose queue or exchange the
+        description names; every other delivery is lost with the session, as on any loss.
+        """
+        for address, link in list(self.links.items()):
+            if link.attached or f"'{_entity_of(address)}'" not in description:
+                continue
+            del self.links[address]
+            for delivery in link.waiting:
+                self.on_link_error(delivery, condition, description)
+            link.waiting.clear()
 
     def _on_flow(self, performative: Described) -> None:
         next_incoming = p.field(performative, 0)

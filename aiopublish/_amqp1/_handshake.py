@@ -21,10 +21,12 @@ __all__ = ["OpenRefused", "Sasl", "open_session"]
 class OpenRefused(Exception):
     """The broker refused the SASL login or the open (a missing vhost); `condition` as it said."""
 
-    def __init__(self, text: str, condition: str = "", *, login: bool = False) -> None:
+    def __init__(self, text: str, condition: str = "", *, login: bool = False, dropped: bool = False) -> None:
         super().__init__(text)
         self.condition = condition
         self.login = login
+        #: The broker closed the socket in answer to open, without a close frame saying why.
+        self.dropped = dropped
 
 
 class Sasl:
@@ -118,7 +120,8 @@ async def _handshake(
         # may not use) by dropping the connection a few seconds later, without a close frame.
         raise OpenRefused(
             f"the broker dropped the connection in answer to open for vhost {vhost!r} "
-            "(RabbitMQ does so when the vhost does not exist or the user may not use it)"
+            "(RabbitMQ does so when the vhost does not exist or the user may not use it)",
+            dropped=True,
         ) from None
     if p.descriptor_code(opened.performative) == p.CLOSE:
         condition, description = p.error_text(p.field(opened.performative, 0))

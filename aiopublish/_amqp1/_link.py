@@ -59,6 +59,7 @@ from ._connection import Delivery, Session
 from ._handshake import OpenRefused, Sasl, open_session
 from ._management import Management
 from ._message import encode_message
+from ._refusal import refusal_over_091
 
 __all__ = ["Amqp1Channel", "Amqp1Link", "address_of", "amqp1_link"]
 
@@ -189,7 +190,8 @@ class Amqp1Channel:
             future = self.loop.create_future()
         elif batch is not None and track:
             batch.remaining += 1
-        delivery = Delivery(seq, payload, message, future, batch if track else None, index, not track)
+        # An untracked delivery keeps its batch too (never settled through it): withdraw() finds it by it.
+        delivery = Delivery(seq, payload, message, future, batch, index, not track)
         if track:
             self._tracked[seq] = delivery
         else:
@@ -224,6 +226,29 @@ class Amqp1Channel:
     @property
     def last_delivery_tag(self) -> int:
         return self._last
+
+    def withdraw(self, batch: Batch) -> None:
+        """The attempt carrying `batch` ended (its time-out, a cancel, a failure): its messages still
+        waiting for link credit are never written; each fails as not sent (and frees its in-flight slot).
+
+        Without this they would go out when credit came back, after publish_many had reported them
+        failed: a message reported PublishTimeout must not reach the queue later.
+        """
+        waiting = self._untracked_waiting
+        unwritten: set[int] = set()
+        error = ChannelInterrupted("publish_many stopped before the message was sent (it waited for link credit)")
+        for delivery in self.session.withdraw(batch):
+            if delivery.settled:
+                # Confirms off: not "sent" (flush() no longer counts it as waiting, so take its tag out).
+                waiting.pop(delivery.seq, None)
+                unwritten.add(delivery.seq)
+                batch.errors[delivery.index] = error
+            elif self._tracked.pop(delivery.seq, None) is not None:
+                batch.settle(delivery.index, error)
+        if unwritten:
+            batch.untracked = [(index, tag) for index, tag in batch.untracked if tag not in unwritten]
+        if not waiting:
+            self._untracked_written.set()
 
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
         """Drop the record of a publish whose caller stopped waiting; one not yet written never will be."""
@@ -426,7 +451,13 @@ class Amqp1Link:
                 raise AuthenticationError(f"{text} (at {masked})") from None
             if exc.condition == "amqp:not-found":
                 raise VhostNotFound(f"{text} (at {masked})", vhost=vhost) from None
-            raise ConnectionFailed(f"cannot connect to {masked}: {text}") from None
+            failed = f"cannot connect to {masked}: {text}"
+            if exc.dropped:
+                # No reason on the wire: 0-9-1 on the same listener gives one (see _refusal).
+                refusal = await refusal_over_091(self.params, node, failed)
+                if refusal is not None:
+                    raise refusal from None
+            raise ConnectionFailed(failed) from None
         except (OSError, asyncio.IncompleteReadError) as exc:
             raise ConnectionFailed(f"cannot connect to {masked}: {self.params.mask(describe(exc))}") from None
 

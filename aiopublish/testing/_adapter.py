@@ -127,6 +127,9 @@ class MemoryChannel:
     def forget(self, future: asyncio.Future[None], tag: int = 0) -> None:
         return None
 
+    def withdraw(self, batch: Batch) -> None:
+        return None  # nothing waits: send() delivers at once
+
     def flush(self) -> int:
         return sys.maxsize  # every publish reached the broker within send()
 

@@ -58,3 +58,25 @@ async def test_a_cancelled_publish_leaves_nothing_behind() -> None:
         peer.grant(1)
         assert (await publisher.publish(b"next")).status == "confirmed"
         assert peer.transfers == 1
+
+
+async def test_a_timed_out_batch_never_sends_what_waited_for_credit() -> None:
+    """publish_many past the credit: the messages left waiting time out, and credit granted later never sends them."""
+    async with StubPeer(initial_credit=2) as peer, Publisher(peer.url, routing_key="q", timeout=10) as publisher:
+        results = await publisher.publish_many([b"1", b"2", b"3", b"4", b"5"], timeout=0.3)
+        assert [r.status for r in results] == ["confirmed", "confirmed", "failed", "failed", "failed"]
+        assert all(isinstance(r.error, PublishTimeout) for r in results[2:])
+        assert publisher.state.in_flight == 0
+        peer.grant(10)
+        assert (await publisher.publish(b"next")).status == "confirmed"
+        assert peer.transfers == 3
+
+
+async def test_a_timed_out_batch_without_confirms_is_not_reported_sent() -> None:
+    """use_confirms=False: what waited for credit when the batch timed out is "failed", not "sent", and never goes."""
+    async with StubPeer(initial_credit=2) as peer, Publisher(peer.url, routing_key="q", timeout=10) as publisher:
+        results = await publisher.publish_many([b"1", b"2", b"3", b"4"], timeout=0.3, use_confirms=False)
+        assert [r.status for r in results] == ["sent", "sent", "failed", "failed"]
+        peer.grant(10)
+        assert (await publisher.publish(b"next")).status == "confirmed"
+        assert peer.transfers == 3
