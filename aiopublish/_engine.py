@@ -280,7 +280,8 @@ class Engine:
             except Exception as exc:
                 failed = exc
             else:
-                self.metrics.confirmed += 1
+                if options.use_confirms:  # else an AMQP 1.0 send that waited for link credit
+                    self.metrics.confirmed += 1
                 return
         # The attempt failed (a lost connection, a channel closed for another publish, a nack...):
         # the full path goes on from its error as if it had made the attempt itself.
@@ -347,7 +348,8 @@ class Engine:
             # Another publish's channel error may be this one's: publish it again alone to know.
             await self._after_failure(message, exc)
             return
-        self.metrics.confirmed += 1
+        if options.use_confirms:  # else an AMQP 1.0 send that waited for link credit
+            self.metrics.confirmed += 1
 
     async def _after_failure(self, message: Prepared, error: Exception) -> None:
         """Go on from a first attempt's error as _attempt would have: probe a Suspect, else raise it."""

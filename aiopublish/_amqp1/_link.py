@@ -198,6 +198,11 @@ class Amqp1Channel:
             self._untracked_waiting[seq] = delivery
             self._untracked_written.clear()
         self.session.send(delivery, address_of(message.exchange, message.routing_key))
+        if not track and batch is None and not delivery.written:
+            # Confirms off, but the link has no credit (or is still attaching): "sent" means written,
+            # not queued here, so the caller waits for the write; a time-out or cancel takes it back.
+            future = delivery.future = self.loop.create_future()
+            self._tracked[seq] = delivery
         return future
 
     @property
@@ -261,6 +266,8 @@ class Amqp1Channel:
             else:
                 return
         del self._tracked[tag]
+        if self._untracked_waiting.pop(tag, None) is not None and not self._untracked_waiting:
+            self._untracked_written.set()
         if not future.done():
             future.cancel()  # a delivery still waiting for credit is skipped, never written
 
@@ -290,6 +297,8 @@ class Amqp1Channel:
         waiting.pop(delivery.seq, None)
         if not waiting:
             self._untracked_written.set()
+        if delivery.future is not None and self._tracked.pop(delivery.seq, None) is not None:
+            _resolve(delivery, None)  # a publish without confirms that waited for credit: now sent
 
     def _on_lost(self, delivery: Delivery, text: str) -> None:
         self._untracked_written.set()  # waiters look again: the session is closed

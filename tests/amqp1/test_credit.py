@@ -80,3 +80,31 @@ async def test_a_timed_out_batch_without_confirms_is_not_reported_sent() -> None
         peer.grant(10)
         assert (await publisher.publish(b"next")).status == "confirmed"
         assert peer.transfers == 3
+
+
+async def test_a_publish_without_confirms_is_sent_only_once_written() -> None:
+    """use_confirms=False: "sent" means the transfer was written, so without credit the publish waits for it."""
+    async with StubPeer(initial_credit=0) as peer, Publisher(peer.url, routing_key="q", timeout=10) as publisher:
+        task = asyncio.ensure_future(publisher.publish(b"x", use_confirms=False))
+        await peer.attached.wait()
+        await asyncio.sleep(0)  # the publish has had its turn: it must still be waiting, not "sent"
+        assert not task.done()
+        assert publisher.state.in_flight == 1
+        peer.grant(1)
+        result = await task
+        assert result.status == "sent"
+        await peer.transfer_seen.wait()
+        assert peer.transfers == 1
+        assert publisher.metrics.confirmed == 0  # written is not confirmed
+        assert publisher.state.in_flight == 0
+
+
+async def test_a_publish_without_confirms_that_timed_out_is_never_sent_later() -> None:
+    """use_confirms=False and no credit: PublishTimeout by its timeout, and credit granted later never sends it."""
+    async with StubPeer(initial_credit=0) as peer, Publisher(peer.url, routing_key="q", timeout=10) as publisher:
+        with pytest.raises(PublishTimeout):
+            await publisher.publish(b"late", timeout=0.2, use_confirms=False)
+        assert publisher.state.in_flight == 0
+        peer.grant(1)
+        assert (await publisher.publish(b"next")).status == "confirmed"
+        assert peer.transfers == 1
