@@ -22,6 +22,14 @@ settled ones pile up behind it, so the heap is rebuilt with the live entries onl
 when it has doubled since the last rebuild: memory stays proportional to what is
 live, and each rebuild is paid for by the adds that grew it. An owner that knows
 more (InFlightLimit counts its live waiters) calls compact() sooner.
+
+DeadlineBuckets is the same contract for many futures whose deadlines bunch together
+(a hundred thousand publishes queued for a slot within a second): futures whose
+deadlines fall in the same `_TICK` share one bucket, so each future costs a slot in
+its bucket's list (8 bytes) instead of a heap entry (a tuple, a tie-breaking int and
+the heap's slot: about 100 bytes). A bucket expires at the latest deadline in it, so
+the rule above holds for every future in it: never before its deadline, at most one
+tick after it.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import itertools
 import math
 from collections.abc import Callable
 
-__all__ = ["DeadlineHeap"]
+__all__ = ["DeadlineBuckets", "DeadlineHeap"]
 
 # Entries tolerated before the first rebuild: small heaps are never rebuilt.
 _MIN_REBUILD = 1024
@@ -107,5 +115,94 @@ class DeadlineHeap:
                 expired += 1
         if entries and entries[0][0] != math.inf:
             self._arm(loop, max(entries[0][0], now + _TICK))
+        if expired and self._on_expired is not None:
+            self._on_expired(expired)
+
+
+class _Bucket:
+    """The futures whose deadlines fall in one tick, and the latest of those deadlines."""
+
+    __slots__ = ("due", "futures")
+
+    def __init__(self, due: float, future: asyncio.Future[None]) -> None:
+        self.due = due
+        self.futures = [future]
+
+
+class DeadlineBuckets:
+    """DeadlineHeap's contract (see its docstring) with one heap entry per tick of deadlines, not per future.
+
+    `on_expired(n)` is called after an expiry pass that failed n > 0 futures. Settled
+    futures stay in their bucket until it expires or compact() drops them.
+    """
+
+    __slots__ = ("_buckets", "_entries", "_error", "_on_expired", "_ticks", "_timer", "_timer_at")
+
+    def __init__(self, error: Callable[[], BaseException], on_expired: Callable[[int], None] | None = None) -> None:
+        self._buckets: dict[int, _Bucket] = {}
+        self._ticks: list[int] = []  # a heap of the buckets' keys: the earliest tick first
+        self._entries = 0
+        self._error = error
+        self._on_expired = on_expired
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def __len__(self) -> int:
+        """Futures held, live or settled."""
+        return self._entries
+
+    def add(self, deadline: float, future: asyncio.Future[None]) -> None:
+        """Fail `future` at `deadline` (loop time) unless it is done by then; math.inf: never (not held)."""
+        if deadline == math.inf:
+            return
+        tick = int(deadline / _TICK)
+        bucket = self._buckets.get(tick)
+        if bucket is None:
+            bucket = self._buckets[tick] = _Bucket(deadline, future)
+            heapq.heappush(self._ticks, tick)
+        else:
+            bucket.futures.append(future)
+            if deadline > bucket.due:
+                bucket.due = deadline  # a timer armed for the old due finds it not due yet and re-arms
+        self._entries += 1
+        if bucket.due < self._timer_at:
+            self._arm(future.get_loop(), bucket.due)
+
+    def compact(self) -> None:
+        """Drop every settled future, and every bucket left empty."""
+        buckets: dict[int, _Bucket] = {}
+        entries = 0
+        for tick, bucket in self._buckets.items():
+            live = [future for future in bucket.futures if not future.done()]
+            if live:
+                bucket.futures = live
+                buckets[tick] = bucket
+                entries += len(live)
+        self._buckets = buckets
+        self._ticks = list(buckets)
+        heapq.heapify(self._ticks)
+        self._entries = entries
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire, loop)
+        self._timer_at = when
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        ticks, buckets = self._ticks, self._buckets
+        now = loop.time()
+        expired = 0
+        while ticks and buckets[ticks[0]].due <= now:
+            bucket = buckets.pop(heapq.heappop(ticks))
+            self._entries -= len(bucket.futures)
+            for future in bucket.futures:
+                if not future.done():
+                    future.set_exception(self._error())
+                    expired += 1
+        if ticks:
+            self._arm(loop, max(buckets[ticks[0]].due, now + _TICK))
         if expired and self._on_expired is not None:
             self._on_expired(expired)

@@ -5,29 +5,31 @@ asyncio.Semaphore in Python 3.11 scans its waiters on every release and on every
 This keeps a counter and a FIFO of futures instead: O(1) per acquire and release.
 
 Waiting for a slot is bounded by each waiter's deadline without a timer per
-waiter: the deadlines are a DeadlineHeap (one timer for the earliest; see
-_deadline_heap.py for when an entry expires), so a hundred thousand queued
-publishes cost a future and a heap entry each, not a timeout object and a timer
-handle.
+waiter: the deadlines are DeadlineBuckets (one timer for the earliest; see
+_deadline_heap.py for when an entry expires). Publishes queued together have
+deadlines within a few milliseconds of each other, so a hundred thousand of them
+cost a future and a slot in a bucket's list each, not a timeout object and a
+timer handle (nor a heap entry of ~100 bytes). A waiter without a deadline has no
+entry at all.
 
 Memory follows what waits, not how long deadlines are. A waiter that gets its
 slot, times out or is cancelled leaves its entries behind (removing an entry from
-the middle of a heap or a deque costs O(n)); the limit counts the live waiters
+the middle of a bucket or a deque costs O(n)); the limit counts the live waiters
 and rebuilds both structures, keeping only the live, once the dead outnumber
 them. Each rebuild is paid for by as many deaths as it scans, so a waiter costs
-O(log n) amortised and a one-hour timeout holds no more memory than a 30 s one.
+O(1) amortised (O(log n) per bucket) and a one-hour timeout holds no more memory
+than a 30 s one.
 
-Deadlines that pass together are expired in one pass over the heap's top
-(O(k log n) for k of them): 40,000 at once take a few tens of milliseconds.
+Deadlines that pass together are expired in one pass over the earliest buckets
+(O(k) for k of them): 40,000 at once take a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 
-from ._deadline_heap import DeadlineHeap
+from ._deadline_heap import DeadlineBuckets
 
 __all__ = ["InFlightLimit"]
 
@@ -36,7 +38,7 @@ _SLACK = 32
 
 
 class InFlightLimit:
-    """A counting limit with an O(1) synchronous fast path and heap-ordered deadlines."""
+    """A counting limit with an O(1) synchronous fast path and bucketed deadlines."""
 
     __slots__ = ("_deadlines", "_free", "_live", "_waiters", "limit")
 
@@ -44,9 +46,9 @@ class InFlightLimit:
         self.limit = limit
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
-        # Every waiter has an entry (math.inf when it has no deadline), so that the dead
-        # entries in each structure are its length minus the live count.
-        self._deadlines = DeadlineHeap(TimeoutError, self._timed_out)
+        # Only waiters with a deadline have an entry: the dead entries in each structure are
+        # at least its length minus the live count, which is all _compact_if_sparse needs.
+        self._deadlines = DeadlineBuckets(TimeoutError, self._timed_out)
         self._live = 0  # waiters still waiting: not yet handed a slot, timed out or cancelled
 
     @property
@@ -60,7 +62,7 @@ class InFlightLimit:
 
     @property
     def _deadline_entries(self) -> int:
-        """Entries in the deadline heap, live or dead (for tests: bounded by about twice `waiting`)."""
+        """Entries in the deadline buckets, live or dead (for tests: bounded by about twice `waiting`)."""
         return len(self._deadlines)
 
     @property
@@ -99,7 +101,8 @@ class InFlightLimit:
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiters.append(waiter)
         self._live += 1
-        self._deadlines.add(math.inf if deadline is None else deadline, waiter)
+        if deadline is not None:
+            self._deadlines.add(deadline, waiter)
         return waiter
 
     def abandon(self, waiter: asyncio.Future[None]) -> None:
@@ -107,7 +110,7 @@ class InFlightLimit:
         if not waiter.done():
             waiter.cancel()  # its caller stopped waiting without cancelling it: no slot may go to it
         if waiter.cancelled():
-            # Still in the line and the heap: counted dead now, dropped by a later pop or rebuild.
+            # Still in the line and its bucket: counted dead now, dropped by a later pop or rebuild.
             self._live -= 1
             self._compact_if_sparse()
         elif waiter.exception() is None:
@@ -131,7 +134,7 @@ class InFlightLimit:
             self._compact()
 
     def _compact(self) -> None:
-        """Drop every settled waiter from the line and the heap (in place: callers may hold them)."""
+        """Drop every settled waiter from the line (in place: callers may hold it) and the buckets."""
         waiters = self._waiters
         live = [waiter for waiter in waiters if not waiter.done()]
         waiters.clear()
@@ -139,6 +142,6 @@ class InFlightLimit:
         self._deadlines.compact()
 
     def _timed_out(self, count: int) -> None:
-        """The deadline heap failed `count` waiters with TimeoutError: no longer live."""
+        """The deadline buckets failed `count` waiters with TimeoutError: no longer live."""
         self._live -= count
         self._compact_if_sparse()

@@ -1,4 +1,4 @@
-"""DeadlineHeap's one early-wake rule: an entry never expires before its deadline, and an early timer never spins.
+"""The one early-wake rule of DeadlineHeap and DeadlineBuckets: no entry expires before its deadline, no timer spins.
 
 Driven by a hand-cranked loop: the test sets the clock and runs the timer, so "the loop ran
 the timer 0.4 ms early" (what uvloop's millisecond clock does) is a statement, not a race.
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from aiopublish._deadline_heap import _TICK, DeadlineHeap
+from aiopublish._deadline_heap import _TICK, DeadlineBuckets, DeadlineHeap
 
 
 class Crank:
@@ -96,3 +96,50 @@ def test_deadlines_within_a_tick_of_each_other_expire_in_one_pass_none_early() -
     assert not never.done() and loop.armed == []  # only math.inf is left: no timer
     assert expired == [1, 1, 1]
     never.cancel()
+
+
+def test_buckets_hold_one_heap_entry_per_tick_and_expire_none_early() -> None:
+    """DeadlineBuckets: a thousand deadlines within one tick are one bucket; it expires at the latest of them
+    (none early, the earliest at most a tick late) in one pass; a settled future is not failed, a later tick
+    gets its own timer, and math.inf is not held at all."""
+    loop = Crank(now=0.0)
+    expired: list[int] = []
+    buckets = DeadlineBuckets(TimeoutError, expired.append)
+    bunch = [loop.future() for _ in range(1_000)]
+    for i, future in enumerate(bunch):
+        buckets.add(5.0001 + i * 0.0000005, future)  # 5.0001 .. 5.0006: one tick
+    later, never = loop.future(), loop.future()
+    buckets.add(7.0, later)
+    buckets.add(float("inf"), never)
+    bunch[10].set_result(None)
+    assert len(buckets) == 1_001 and len(buckets._ticks) == 2
+    assert loop.armed == [5.0001]  # armed for the first deadline, not moved as the bucket's latest grows
+    loop.run_timer_at(5.0001)
+    assert not any(future.done() for future in bunch[11:])  # the bucket's latest deadline is not reached
+    assert loop.armed == [pytest.approx(5.0001 + _TICK)]
+    loop.run_timer_at(5.0001 + _TICK)
+    assert all(isinstance(future.exception(), TimeoutError) for future in bunch if future is not bunch[10])
+    assert bunch[10].result() is None
+    assert expired == [999] and len(buckets) == 1
+    assert loop.armed == [7.0]
+    loop.run_timer_at(7.0)
+    assert isinstance(later.exception(), TimeoutError)
+    assert not never.done() and loop.armed == [] and len(buckets) == 0
+    never.cancel()
+
+
+def test_buckets_compact_keeps_only_pending_futures() -> None:
+    """compact() drops settled futures and buckets left empty; the pending ones still expire."""
+    loop = Crank(now=0.0)
+    buckets = DeadlineBuckets(TimeoutError)
+    futures = [loop.future() for _ in range(100)]
+    for i, future in enumerate(futures):
+        buckets.add(1.0 + i * 0.01, future)  # a bucket each
+    for future in futures[:-1]:
+        future.set_result(None)
+    buckets.compact()
+    assert len(buckets) == 1 and len(buckets._ticks) == 1
+    loop.run_timer_at(1.0)  # armed for the first (settled, dropped) deadline: re-armed for the live one
+    assert loop.armed == [pytest.approx(1.99)]
+    loop.run_timer_at(1.99)
+    assert isinstance(futures[-1].exception(), TimeoutError)
