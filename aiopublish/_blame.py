@@ -23,7 +23,6 @@ never reached the broker: always innocent.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ._exceptions import AccessRefused, ChannelError, ChannelInterrupted, NotFound, PreconditionFailed
 from ._options import Prepared
@@ -62,14 +61,36 @@ def default_exchange(name: str) -> str:
     return "" if name == "amq.default" else name
 
 
-@dataclass(frozen=True, slots=True)
 class Facts:
-    """What the broker's text says was refused; None fields are not mentioned."""
+    """What the broker's text says was refused; None fields are not mentioned. Read-only by convention."""
 
-    exchange: str | None = None
-    user_id: str | None = None
-    expiration: str | None = None
-    body_size: int | None = None
+    # Not a dataclass: its generated methods cost more at import than the rest of this module.
+    __slots__ = ("body_size", "exchange", "expiration", "user_id")
+
+    def __init__(
+        self,
+        exchange: str | None = None,
+        user_id: str | None = None,
+        expiration: str | None = None,
+        body_size: int | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.user_id = user_id
+        self.expiration = expiration
+        self.body_size = body_size
+
+    def _values(self) -> tuple[str | None, str | None, str | None, int | None]:
+        return (self.exchange, self.user_id, self.expiration, self.body_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Facts) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        named = zip(("exchange", "user_id", "expiration", "body_size"), self._values(), strict=True)
+        return f"Facts({', '.join(f'{name}={value!r}' for name, value in named if value is not None)})"
 
     def could_cause(self, message: Prepared) -> bool:
         if self.exchange is not None and default_exchange(self.exchange) != message.exchange:
