@@ -66,6 +66,10 @@ class Facts:
 
     # Not a dataclass: its generated methods cost more at import than the rest of this module.
     __slots__ = ("body_size", "exchange", "expiration", "user_id")
+    exchange: str | None
+    user_id: str | None
+    expiration: str | None
+    body_size: int | None
 
     def __init__(
         self,
@@ -103,16 +107,17 @@ class Facts:
 
 
 _NO_PUBLISH_FACTS = Facts(exchange="\0")  # a refusal no publish can have caused (e.g. a declaration's)
-_TEXTS: tuple[tuple[type[ChannelError], re.Pattern[str], str], ...] = (
-    (NotFound, re.compile(r"no exchange '(.*)' in vhost"), "exchange"),
-    (AccessRefused, re.compile(r"access to exchange '(.*)' in vhost '.*' refused"), "exchange"),
-    (AccessRefused, re.compile(r"internal exchange '(.*)' in vhost"), "exchange"),
-    (PreconditionFailed, re.compile(r"user_id property set to '(.*)' but authenticated user was"), "user_id"),
-    (PreconditionFailed, re.compile(r"invalid expiration '(.*?)'"), "expiration"),
-    (PreconditionFailed, re.compile(r"message size (\d+) is larger than"), "body_size"),
+# Patterns as text, compiled (and cached by `re`) at their first use: an error path, not the import.
+_TEXTS: tuple[tuple[type[ChannelError], str, str], ...] = (
+    (NotFound, r"no exchange '(.*)' in vhost", "exchange"),
+    (AccessRefused, r"access to exchange '(.*)' in vhost '.*' refused", "exchange"),
+    (AccessRefused, r"internal exchange '(.*)' in vhost", "exchange"),
+    (PreconditionFailed, r"user_id property set to '(.*)' but authenticated user was", "user_id"),
+    (PreconditionFailed, r"invalid expiration '(.*?)'", "expiration"),
+    (PreconditionFailed, r"message size (\d+) is larger than", "body_size"),
 )
 # 406s a publish never causes: redeclarations with other arguments, unknown/invalid arguments.
-_DECLARATION_ONLY = re.compile(r"inequivalent arg|unknown exchange type|invalid arg")
+_DECLARATION_ONLY = r"inequivalent arg|unknown exchange type|invalid arg"
 
 
 def facts_of(error: ChannelError) -> Facts | None:
@@ -120,11 +125,11 @@ def facts_of(error: ChannelError) -> Facts | None:
     text = error.reply_text or ""
     for cls, pattern, field in _TEXTS:
         if isinstance(error, cls):
-            match = pattern.search(text)
+            match = re.search(pattern, text)
             if match is not None:
                 value: str | int = int(match.group(1)) if field == "body_size" else match.group(1)
                 return Facts(**{field: value})  # type: ignore[arg-type]
-    if isinstance(error, PreconditionFailed) and _DECLARATION_ONLY.search(text):
+    if isinstance(error, PreconditionFailed) and re.search(_DECLARATION_ONLY, text):
         return _NO_PUBLISH_FACTS
     return None
 

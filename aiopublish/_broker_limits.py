@@ -43,6 +43,9 @@ class BrokerLimits:
 
     # Not a dataclass: its generated methods cost more at import than this whole module.
     __slots__ = ("product", "version", "version_text")
+    product: str
+    version: tuple[int, ...]
+    version_text: str
 
     def __init__(self, product: str = "the broker", version: tuple[int, ...] = (), version_text: str = "") -> None:
         self.product = product

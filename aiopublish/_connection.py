@@ -149,6 +149,12 @@ class ConnectionParams:
 
     # Not a dataclass: generating one's methods at import cost more than this class ever does.
     __slots__ = ("connect_retry", "context", "login_method", "ssl", "transport_options", "urls")
+    urls: tuple[str, ...]
+    ssl: SslSetting
+    login_method: str | None
+    transport_options: tuple[tuple[str, Any], ...]
+    context: ssl_module.SSLContext | None
+    connect_retry: RetryPolicy | None
 
     def __init__(
         self,

@@ -257,6 +257,15 @@ class Prepared:
         "routing_key",
         "user_id",
     )
+    exchange: str
+    routing_key: str
+    mandatory: bool
+    message_id: str
+    user_id: str | None
+    properties: bytes
+    body: bytes
+    expiration: str | None
+    broker_limit: bool
 
     def __init__(
         self,

@@ -16,7 +16,6 @@ import importlib.util
 import io
 import json
 import lzma
-import pickle
 import re
 import zlib
 from collections.abc import Callable
@@ -50,6 +49,11 @@ class Serializer:
     # Plain slotted classes, not dataclasses: generating dataclass methods at import costs more
     # than this whole module (see tests/test_import_cost.py). Read-only by convention.
     __slots__ = ("content_encoding", "content_type", "decoder", "encoder", "name")
+    name: str
+    encoder: Callable[[Any], bytes | str]
+    content_type: str
+    content_encoding: str
+    decoder: Decoder | None
 
     def __init__(
         self,
@@ -73,6 +77,10 @@ class Compressor:
     """How one compression name compresses a body, the header value that names it, and how to undo it."""
 
     __slots__ = ("compress", "content_type", "decompress", "name")
+    name: str
+    compress: Callable[[bytes], bytes]
+    content_type: str
+    decompress: Callable[[bytes], bytes] | None
 
     def __init__(
         self,
@@ -367,6 +375,8 @@ def loads_kombu(body: bytes) -> Any:
 
 
 def _pickle_dumps(payload: Any) -> bytes:
+    import pickle  # here: few publishers pickle, and the import is not free
+
     return pickle.dumps(payload, protocol=pickle.DEFAULT_PROTOCOL)
 
 
@@ -376,6 +386,8 @@ def _raw_placeholder(payload: Any) -> bytes:  # pragma: no cover - encode_body h
 
 def _pickle_loads(body: bytes) -> Any:
     # Only decode_body's callers (the in-memory broker) read these: bodies this process wrote.
+    import pickle
+
     return pickle.loads(body)
 
 

@@ -106,12 +106,16 @@ def link_for(
 class LinkOverride:
     """One active `override_links` block."""
 
+    factory: LinkFactory
+    on_forget: Callable[[LinkLike], None] | None
+    #: Links already connected to a broker (outside any override) when the block began: left alone.
+    bypassed: int
+
     def __init__(
         self, factory: LinkFactory, on_forget: Callable[[LinkLike], None] | None = None, bypassed: int = 0
     ) -> None:
         self.factory = factory
         self.on_forget = on_forget
-        #: Links already connected to a broker (outside any override) when the block began: left alone.
         self.bypassed = bypassed
         self._resolved: weakref.WeakSet[DeferredLink] = weakref.WeakSet()
 

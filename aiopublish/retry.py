@@ -371,6 +371,8 @@ class retry_if_not_exception_type:
 class _TestingMode:
     # A plain class: a dataclass's generated methods would cost more at import than it is worth here.
     __slots__ = ("attempts", "enabled")
+    enabled: bool
+    attempts: int | None
 
     def __init__(self, *, enabled: bool, attempts: int | None) -> None:
         self.enabled = enabled

@@ -36,6 +36,7 @@ NOT_AT_IMPORT = (
     "asyncpg",
     "sqlalchemy",
     "argparse",
+    "pickle",  # only the pickle serializer
     "uvloop",
 )
 
