@@ -131,7 +131,7 @@ class Exchange(_Entity):
     """
 
     _fields = ("name", "type", "durable", "auto_delete", "internal", "arguments", "no_declare")
-    __slots__ = _fields
+    __slots__ = __match_args__ = _fields
     name: str
     type: str
     durable: bool
@@ -169,7 +169,7 @@ class Binding(_Entity):
     with a routing key (and headers-exchange arguments)."""
 
     _fields = ("exchange", "routing_key", "arguments")
-    __slots__ = _fields
+    __slots__ = __match_args__ = _fields
     exchange: Exchange
     routing_key: str
     arguments: tuple[tuple[str, Any], ...]
@@ -203,7 +203,7 @@ class Queue(_Entity):
         "bindings",
         "no_declare",
     )
-    __slots__ = _fields
+    __slots__ = __match_args__ = _fields
     name: str
     exchange: Exchange | None
     routing_key: str
