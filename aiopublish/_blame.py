@@ -23,7 +23,6 @@ never reached the broker: always innocent.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ._exceptions import AccessRefused, ChannelError, ChannelInterrupted, NotFound, PreconditionFailed
 from ._options import Prepared
@@ -62,14 +61,40 @@ def default_exchange(name: str) -> str:
     return "" if name == "amq.default" else name
 
 
-@dataclass(frozen=True, slots=True)
 class Facts:
-    """What the broker's text says was refused; None fields are not mentioned."""
+    """What the broker's text says was refused; None fields are not mentioned. Read-only by convention."""
 
-    exchange: str | None = None
-    user_id: str | None = None
-    expiration: str | None = None
-    body_size: int | None = None
+    # Not a dataclass: its generated methods cost more at import than the rest of this module.
+    __slots__ = ("body_size", "exchange", "expiration", "user_id")
+    exchange: str | None
+    user_id: str | None
+    expiration: str | None
+    body_size: int | None
+
+    def __init__(
+        self,
+        exchange: str | None = None,
+        user_id: str | None = None,
+        expiration: str | None = None,
+        body_size: int | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.user_id = user_id
+        self.expiration = expiration
+        self.body_size = body_size
+
+    def _values(self) -> tuple[str | None, str | None, str | None, int | None]:
+        return (self.exchange, self.user_id, self.expiration, self.body_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Facts) and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        named = zip(("exchange", "user_id", "expiration", "body_size"), self._values(), strict=True)
+        return f"Facts({', '.join(f'{name}={value!r}' for name, value in named if value is not None)})"
 
     def could_cause(self, message: Prepared) -> bool:
         if self.exchange is not None and default_exchange(self.exchange) != message.exchange:
@@ -82,16 +107,17 @@ class Facts:
 
 
 _NO_PUBLISH_FACTS = Facts(exchange="\0")  # a refusal no publish can have caused (e.g. a declaration's)
-_TEXTS: tuple[tuple[type[ChannelError], re.Pattern[str], str], ...] = (
-    (NotFound, re.compile(r"no exchange '(.*)' in vhost"), "exchange"),
-    (AccessRefused, re.compile(r"access to exchange '(.*)' in vhost '.*' refused"), "exchange"),
-    (AccessRefused, re.compile(r"internal exchange '(.*)' in vhost"), "exchange"),
-    (PreconditionFailed, re.compile(r"user_id property set to '(.*)' but authenticated user was"), "user_id"),
-    (PreconditionFailed, re.compile(r"invalid expiration '(.*?)'"), "expiration"),
-    (PreconditionFailed, re.compile(r"message size (\d+) is larger than"), "body_size"),
+# Patterns as text, compiled (and cached by `re`) at their first use: an error path, not the import.
+_TEXTS: tuple[tuple[type[ChannelError], str, str], ...] = (
+    (NotFound, r"no exchange '(.*)' in vhost", "exchange"),
+    (AccessRefused, r"access to exchange '(.*)' in vhost '.*' refused", "exchange"),
+    (AccessRefused, r"internal exchange '(.*)' in vhost", "exchange"),
+    (PreconditionFailed, r"user_id property set to '(.*)' but authenticated user was", "user_id"),
+    (PreconditionFailed, r"invalid expiration '(.*?)'", "expiration"),
+    (PreconditionFailed, r"message size (\d+) is larger than", "body_size"),
 )
 # 406s a publish never causes: redeclarations with other arguments, unknown/invalid arguments.
-_DECLARATION_ONLY = re.compile(r"inequivalent arg|unknown exchange type|invalid arg")
+_DECLARATION_ONLY = r"inequivalent arg|unknown exchange type|invalid arg"
 
 
 def facts_of(error: ChannelError) -> Facts | None:
@@ -99,11 +125,11 @@ def facts_of(error: ChannelError) -> Facts | None:
     text = error.reply_text or ""
     for cls, pattern, field in _TEXTS:
         if isinstance(error, cls):
-            match = pattern.search(text)
+            match = re.search(pattern, text)
             if match is not None:
                 value: str | int = int(match.group(1)) if field == "body_size" else match.group(1)
                 return Facts(**{field: value})  # type: ignore[arg-type]
-    if isinstance(error, PreconditionFailed) and _DECLARATION_ONLY.search(text):
+    if isinstance(error, PreconditionFailed) and re.search(_DECLARATION_ONLY, text):
         return _NO_PUBLISH_FACTS
     return None
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ._exceptions import UnsupportedByBroker
@@ -19,17 +17,53 @@ RABBITMQ_3_MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 RABBITMQ_4_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+def _version_numbers(text: str) -> tuple[int, ...]:
+    """Up to three leading dot-separated numbers: "3.10.8" (3, 10, 8), "4.1rc1" (4, 1), "x" ().
+
+    Read without a regex: compiling one was the costliest step of a first connect.
+    """
+    numbers: list[int] = []
+    for part in text.split(".", 3)[:3]:
+        digits = len(part) - len(part.lstrip("0123456789"))
+        if not digits:
+            break
+        numbers.append(int(part[:digits]))
+        if digits < len(part):
+            break
+    return tuple(numbers)
+
+
 class BrokerLimits:
     """What the broker's connection.start says about its limits: who it is, and its default body limit.
 
     The broker does not announce its max_message_size; its version tells the default. A broker
     configured otherwise needs the `max_message_size` option, which then replaces this one.
+    Read-only by convention.
     """
 
-    product: str = "the broker"
-    version: tuple[int, ...] = ()
-    version_text: str = ""
+    # Not a dataclass: its generated methods cost more at import than this whole module.
+    __slots__ = ("product", "version", "version_text")
+    product: str
+    version: tuple[int, ...]
+    version_text: str
+
+    def __init__(self, product: str = "the broker", version: tuple[int, ...] = (), version_text: str = "") -> None:
+        self.product = product
+        self.version = version
+        self.version_text = version_text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BrokerLimits) and (self.product, self.version, self.version_text) == (
+            other.product,
+            other.version,
+            other.version_text,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.product, self.version, self.version_text))
+
+    def __repr__(self) -> str:
+        return f"BrokerLimits({self.product!r}, {self.version!r}, {self.version_text!r})"
 
     @classmethod
     def from_server_properties(cls, properties: Mapping[str, Any] | None) -> BrokerLimits:
@@ -40,9 +74,7 @@ class BrokerLimits:
             return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
         version_text = text("version")
-        numbers = re.match(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", version_text)
-        version = tuple(int(n) for n in numbers.groups() if n is not None) if numbers else ()
-        return cls(text("product") or "the broker", version, version_text)
+        return cls(text("product") or "the broker", _version_numbers(version_text), version_text)
 
     @property
     def name(self) -> str:

@@ -14,7 +14,6 @@ import ssl as ssl_module
 import struct
 import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiormq
@@ -142,21 +141,50 @@ def connect_retry_policy(transport_options: Mapping[str, Any]) -> RetryPolicy | 
     return RetryPolicy(stop=stop, wait=wait)
 
 
-@dataclass(frozen=True)
 class ConnectionParams:
     """Everything needed to open a connection; equal params share a pooled connection.
 
-    `urls` holds one URL per broker node, tried in order (failover).
+    `urls` holds one URL per broker node, tried in order (failover). Read-only by convention.
     """
 
+    # Not a dataclass: generating one's methods at import cost more than this class ever does.
+    __slots__ = ("connect_retry", "context", "login_method", "ssl", "transport_options", "urls")
     urls: tuple[str, ...]
-    ssl: SslSetting = None
-    login_method: str | None = None
-    transport_options: tuple[tuple[str, Any], ...] = field(default=())
-    # Built once from an ssl dict (files read and checked when the Publisher is built); not part of equality.
-    context: ssl_module.SSLContext | None = field(default=None, compare=False, repr=False)
-    # kombu's connection-establishment retries from the transport options (None: one try per node).
-    connect_retry: RetryPolicy | None = field(default=None, compare=False, repr=False)
+    ssl: SslSetting
+    login_method: str | None
+    transport_options: tuple[tuple[str, Any], ...]
+    context: ssl_module.SSLContext | None
+    connect_retry: RetryPolicy | None
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        ssl: SslSetting = None,
+        login_method: str | None = None,
+        transport_options: tuple[tuple[str, Any], ...] = (),
+        context: ssl_module.SSLContext | None = None,
+        connect_retry: RetryPolicy | None = None,
+    ) -> None:
+        self.urls = urls
+        self.ssl = ssl
+        self.login_method = login_method
+        self.transport_options = transport_options
+        # Built once from an ssl dict (files read and checked when the Publisher is built); not part of equality.
+        self.context = context
+        # kombu's connection-establishment retries from the transport options (None: one try per node).
+        self.connect_retry = connect_retry
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.urls, self.ssl, self.login_method, self.transport_options)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConnectionParams) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ConnectionParams({self.masked_url!r}, login_method={self.login_method!r})"
 
     @classmethod
     def build(

@@ -12,7 +12,7 @@ imported: see `from_kombu`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError
 from typing import Any, Protocol, TypeAlias
 
 import aiormq.exceptions as amqp_errors
@@ -82,21 +82,63 @@ def _frozen_arguments(arguments: Mapping[str, Any] | None, what: str) -> tuple[t
     return tuple(sorted(arguments.items()))
 
 
-@dataclass(frozen=True)
-class Exchange:
+class _Entity:
+    """Immutable, compared and hashed by value, shown as a dataclass is (written out: see below).
+
+    Not dataclasses: generating their methods at `import aiopublish` cost more than the rest
+    of this module (see tests/test_import_cost.py). `_fields` names the attributes in order.
+    """
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, _Entity)
+        return self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__qualname__}({shown})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    # copy, deepcopy and pickle: their default would restore the slots through __setattr__.
+    def __getstate__(self) -> tuple[Any, ...]:
+        return self._values()
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(self._fields, state, strict=True):
+            object.__setattr__(self, name, value)
+
+
+class Exchange(_Entity):
     """An exchange. Defaults as kombu's: type "direct", durable.
 
     `no_declare=True` (kombu's name): never declared, it must exist already (a queue naming
     it is still declared and bound).
     """
 
+    _fields = ("name", "type", "durable", "auto_delete", "internal", "arguments", "no_declare")
+    __slots__ = __match_args__ = _fields
     name: str
-    type: str = "direct"
-    durable: bool = True
-    auto_delete: bool = False
-    internal: bool = False
-    arguments: tuple[tuple[str, Any], ...] = field(default=())
-    no_declare: bool = False
+    type: str
+    durable: bool
+    auto_delete: bool
+    internal: bool
+    arguments: tuple[tuple[str, Any], ...]
+    no_declare: bool
 
     def __init__(
         self,
@@ -122,14 +164,15 @@ class Exchange:
         object.__setattr__(self, "no_declare", bool(no_declare))
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(_Entity):
     """A binding of a queue to `exchange` (an Exchange, kombu's, or a name: a direct exchange)
     with a routing key (and headers-exchange arguments)."""
 
+    _fields = ("exchange", "routing_key", "arguments")
+    __slots__ = __match_args__ = _fields
     exchange: Exchange
-    routing_key: str = ""
-    arguments: tuple[tuple[str, Any], ...] = field(default=())
+    routing_key: str
+    arguments: tuple[tuple[str, Any], ...]
 
     def __init__(
         self, exchange: ExchangeLike, routing_key: str = "", arguments: Mapping[str, Any] | None = None
@@ -141,8 +184,7 @@ class Binding:
         object.__setattr__(self, "arguments", _frozen_arguments(arguments, "binding"))
 
 
-@dataclass(frozen=True)
-class Queue:
+class Queue(_Entity):
     """A queue, optionally bound to `exchange` with `routing_key` and to more `bindings`. Durable by default.
 
     `exchange` is an Exchange (ours or kombu's) or, as in kombu, a name: a direct exchange of that
@@ -150,15 +192,27 @@ class Queue:
     declared.
     """
 
+    _fields = (
+        "name",
+        "exchange",
+        "routing_key",
+        "durable",
+        "exclusive",
+        "auto_delete",
+        "arguments",
+        "bindings",
+        "no_declare",
+    )
+    __slots__ = __match_args__ = _fields
     name: str
-    exchange: Exchange | None = None
-    routing_key: str = ""
-    durable: bool = True
-    exclusive: bool = False
-    auto_delete: bool = False
-    arguments: tuple[tuple[str, Any], ...] = field(default=())
-    bindings: tuple[Binding, ...] = field(default=())
-    no_declare: bool = False
+    exchange: Exchange | None
+    routing_key: str
+    durable: bool
+    exclusive: bool
+    auto_delete: bool
+    arguments: tuple[tuple[str, Any], ...]
+    bindings: tuple[Binding, ...]
+    no_declare: bool
 
     def __init__(
         self,

@@ -132,14 +132,15 @@ class UnsupportedByBroker(ConnectionFailed):
 
 # RabbitMQ 3.13+ closes the connection with 541 when a denied deprecated feature is used:
 # "INTERNAL_ERROR - Feature `queue_master_locator` is deprecated. ..." (cut by the broker at 255 bytes).
-_DEPRECATED_FEATURE = re.compile(r"Feature `?([A-Za-z0-9_]+)`? is deprecated")
+# Patterns as text, compiled (and cached by `re`) at their first use: an error path, not the import.
+_DEPRECATED_FEATURE = r"Feature `?([A-Za-z0-9_]+)`? is deprecated"
 
 
 def deprecated_feature(exc: BaseException) -> str | None:
     """The deprecated feature a broker's connection.close says was denied, or None."""
     if not isinstance(exc, amqp_errors.ConnectionClosed):
         return None
-    match = _DEPRECATED_FEATURE.search(str(getattr(exc, "strerror", None) or exc))
+    match = re.search(_DEPRECATED_FEATURE, str(getattr(exc, "strerror", None) or exc))
     return None if match is None else match.group(1)
 
 
@@ -212,8 +213,8 @@ def from_channel_closed(exc: amqp_errors.ChannelClosed) -> ChannelError:
     return ChannelError(None, str(args[-1]) if args else "channel closed")
 
 
-_VHOST_MISSING = re.compile(r"vhost '?(.*?)'? (?:not found|is deleted)")
-_VHOST_REFUSED = re.compile(r"access to vhost '(.*?)' refused")
+_VHOST_MISSING = r"vhost '?(.*?)'? (?:not found|is deleted)"
+_VHOST_REFUSED = r"access to vhost '(.*?)' refused"
 
 _Clean = Callable[[object], str]
 
@@ -224,10 +225,10 @@ def _connection_closed(exc: BaseException, clean: _Clean) -> AiopublishError:
     feature = deprecated_feature(exc)
     if feature is not None:
         return UnsupportedByBroker(deprecated_feature_message(feature, text), feature=feature)
-    missing = _VHOST_MISSING.search(text)
+    missing = re.search(_VHOST_MISSING, text)
     if missing is not None:
         return VhostNotFound(f"the broker has no vhost {missing.group(1)!r}: {text}", vhost=missing.group(1))
-    if _VHOST_REFUSED.search(text):
+    if re.search(_VHOST_REFUSED, text):
         return AuthenticationError(f"the broker refused access: {text}")
     return ConnectionFailed(text or type(exc).__name__)
 

@@ -10,13 +10,15 @@ make options of their own, cached for the simple ones that calls repeat (`_optio
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 from ._connection import ConnectionParams, call_connect_retry
 from ._link import CALL_CONNECT_RETRY
 from ._options import CONSTRUCTOR_PUBLISH_KWARGS, NAMED_OPTIONS, PUBLISH_OPTIONS, Options, check_publish_kwargs
 from ._result import PublishResult
-from ._types import PublishOptions
+
+if TYPE_CHECKING:
+    from ._types import PublishOptions
 
 __all__ = ["CONNECTION_ATTRIBUTES", "KWARG_ATTRIBUTES", "OptionAttributes", "check_confirm_publish"]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from itertools import count
 from typing import Any
 
@@ -238,7 +237,6 @@ def new_message_id() -> str:
     return f"{_id_prefix}-{next(_id_counter):x}"
 
 
-@dataclass(slots=True)
 class Prepared:
     """One message, encoded and ready for the wire, the same for every attempt of its publish.
 
@@ -246,6 +244,19 @@ class Prepared:
     that names one of them can be blamed on the right publish (see _blame).
     """
 
+    # Written out rather than a dataclass: generating a dataclass's methods at import costs more
+    # than the rest of this module (see tests/test_import_cost.py).
+    __slots__ = (
+        "body",
+        "broker_limit",
+        "exchange",
+        "expiration",
+        "mandatory",
+        "message_id",
+        "properties",
+        "routing_key",
+        "user_id",
+    )
     exchange: str
     routing_key: str
     mandatory: bool
@@ -253,49 +264,131 @@ class Prepared:
     user_id: str | None
     properties: bytes
     body: bytes
-    expiration: str | None = None
-    # No max_message_size option was given: the channel holds the body to the broker's default.
-    broker_limit: bool = True
+    expiration: str | None
+    broker_limit: bool
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        mandatory: bool,
+        message_id: str,
+        user_id: str | None,
+        properties: bytes,
+        body: bytes,
+        expiration: str | None = None,
+        broker_limit: bool = True,
+    ) -> None:
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.mandatory = mandatory
+        self.message_id = message_id
+        self.user_id = user_id
+        self.properties = properties
+        self.body = body
+        self.expiration = expiration
+        # No max_message_size option was given: the channel holds the body to the broker's default.
+        self.broker_limit = broker_limit
+
+    def __repr__(self) -> str:
+        return (
+            f"Prepared(exchange={self.exchange!r}, routing_key={self.routing_key!r}, "
+            f"message_id={self.message_id!r}, body={len(self.body)} bytes)"
+        )
 
 
-@dataclass
+# Options' defaults, copied into each instance (see Options.__init__).
+_OPTION_DEFAULTS: dict[str, Any] = {
+    "exchange": "",
+    "routing_key": "",
+    "declare": (),
+    "call_declare": (),
+    "use_confirms": True,
+    "delivery_mode": 2,
+    "mandatory": False,
+    "priority": 0,
+    "expiration": None,
+    "serializer": _RAW,
+    "compression": None,
+    "retry": True,
+    "retry_policy": None,
+    "retry_nacked": False,
+    "timeout": None,
+    "content_type": None,
+    "content_encoding": None,
+    "reply_to": None,
+    "correlation_id": None,
+    "message_id": None,
+    "type": None,
+    "app_id": None,
+    "user_id": None,
+    "timestamp": None,
+    "cluster_id": None,
+    "max_message_size": DEFAULT_MAX_MESSAGE_SIZE,
+}
+
+
 class Options:
-    """A fully resolved set of publish options."""
+    """A fully resolved set of publish options.
 
-    exchange: str = ""
-    routing_key: str = ""
-    headers: dict[str, Any] = field(default_factory=dict)
+    Not a dataclass: generating the methods of one with 28 fields cost more at import than
+    the whole module does now. An instance is built once per set of options (build, override).
+    """
+
+    exchange: str
+    routing_key: str
+    headers: dict[str, Any]
     # The constructor's list extended by the call's; the link declares the constructor's part itself,
     # so a publish only has to make sure of `call_declare` (kept apart: no per-publish scan of the rest).
-    declare: tuple[Exchange | Queue, ...] = ()
-    call_declare: tuple[Exchange | Queue, ...] = ()
-    use_confirms: bool = True
-    delivery_mode: int = 2
-    mandatory: bool = False
-    priority: int = 0
-    expiration: str | None = None
-    serializer: Serializer = _RAW
-    compression: Compressor | None = None
-    retry: bool = True
-    retry_policy: RetryPolicy | None = None
+    declare: tuple[Exchange | Queue, ...]
+    call_declare: tuple[Exchange | Queue, ...]
+    use_confirms: bool
+    delivery_mode: int
+    mandatory: bool
+    priority: int
+    expiration: str | None
+    serializer: Serializer
+    compression: Compressor | None
+    retry: bool
+    retry_policy: RetryPolicy | None
     # A nacked publish is retried under the retry policy (quorum-queue leader elections, reject-publish).
-    retry_nacked: bool = False
-    timeout: float | None = None
-    content_type: str | None = None
-    content_encoding: str | None = None
-    reply_to: str | None = None
-    correlation_id: str | None = None
-    message_id: str | None = None
-    type: str | None = None
-    app_id: str | None = None
-    user_id: str | None = None
-    timestamp: int | None = None  # whole seconds since the epoch
-    cluster_id: str | None = None
-    max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE  # None: the broker's default (see above)
+    retry_nacked: bool
+    timeout: float | None
+    content_type: str | None
+    content_encoding: str | None
+    reply_to: str | None
+    correlation_id: str | None
+    message_id: str | None
+    type: str | None
+    app_id: str | None
+    user_id: str | None
+    timestamp: int | None  # whole seconds since the epoch
+    cluster_id: str | None
+    max_message_size: int | None  # None: the broker's default (see above)
     # properties templates by (content_type, content_encoding, compression header)
-    _templates: dict[tuple[str, str, str | None], _wire.PropertiesTemplate] = field(
-        default_factory=dict, repr=False, compare=False
-    )
+    _templates: dict[tuple[str, str, str | None], _wire.PropertiesTemplate]
+
+    def __init__(self, **values: Any) -> None:
+        """Options with `values` (checked already: see build) over the defaults. TypeError for an unknown name."""
+        unknown = values.keys() - _OPTION_DEFAULTS.keys() - {"headers", "_templates"}
+        if unknown:
+            raise TypeError(f"Options() got unexpected keyword argument(s) {', '.join(sorted(unknown))}")
+        attributes = self.__dict__
+        attributes.update(_OPTION_DEFAULTS)
+        attributes["headers"] = {}
+        attributes["_templates"] = {}
+        attributes.update(values)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.__dict__.items() if name != "_templates")
+        return f"Options({shown})"
+
+    def _replace(self, changes: Mapping[str, Any]) -> Options:
+        """A copy with `changes` applied (its own templates only when `changes` gives them)."""
+        copy = object.__new__(Options)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__.update(changes)
+        return copy
 
     @classmethod
     def build(cls, named: Mapping[str, Any], publish_kwargs: Mapping[str, Any]) -> Options:
@@ -335,7 +428,7 @@ class Options:
                 changes["call_declare"] = call_declare
             else:
                 changes[name] = _check(name, value)
-        return replace(self, **changes)
+        return self._replace(changes)
 
     def prepare(
         self, payload: Any, routing_key: str | None = None, headers: Mapping[str, Any] | None = None

@@ -25,7 +25,7 @@ from dataclasses import replace
 from datetime import timedelta
 from ssl import SSLContext
 from types import MappingProxyType, TracebackType
-from typing import Any, Literal, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from . import _tracing
 from ._attributes import PublisherType, register
@@ -46,11 +46,13 @@ from ._options import (
     check_publish_kwargs,
 )
 from ._result import PublishResult, PublishStatus, result_of
-from ._state import PublisherState
 from ._tracing import NO_SPAN, NoRecord
 from ._transports import UnconfirmedLink, link_for
-from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 from .retry import DEFAULT_RETRY_POLICY, RetryPolicy
+
+if TYPE_CHECKING:  # for signatures only: neither is needed to publish (see tests/test_import_cost.py)
+    from ._state import PublisherState
+    from ._types import BatchOptions, DefaultOptions, DeliveryMode, PublishOptions
 
 __all__ = ["PublishResult", "Publisher"]
 
@@ -413,6 +415,8 @@ class Publisher(OptionAttributes, metaclass=PublisherType):
     @property
     def state(self) -> PublisherState:
         """A read-only snapshot: lifecycle, node, channel, in-flight count, flow (see PublisherState)."""
+        from ._state import PublisherState  # here: few programs ask for it
+
         channel = self._link.ready_channel()
         return PublisherState(
             lifecycle=self._state.value,

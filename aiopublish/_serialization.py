@@ -16,11 +16,9 @@ import importlib.util
 import io
 import json
 import lzma
-import pickle
 import re
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -45,25 +43,59 @@ __all__ = [
 Decoder = Callable[[bytes], Any]
 
 
-@dataclass(frozen=True, slots=True)
 class Serializer:
     """How one serializer name encodes a payload (and, with a `decoder`, how its bodies decode)."""
 
+    # Plain slotted classes, not dataclasses: generating dataclass methods at import costs more
+    # than this whole module (see tests/test_import_cost.py). Read-only by convention.
+    __slots__ = ("content_encoding", "content_type", "decoder", "encoder", "name")
     name: str
     encoder: Callable[[Any], bytes | str]
     content_type: str
     content_encoding: str
-    decoder: Decoder | None = None
+    decoder: Decoder | None
+
+    def __init__(
+        self,
+        name: str,
+        encoder: Callable[[Any], bytes | str],
+        content_type: str,
+        content_encoding: str,
+        decoder: Decoder | None = None,
+    ) -> None:
+        self.name = name
+        self.encoder = encoder
+        self.content_type = content_type
+        self.content_encoding = content_encoding
+        self.decoder = decoder
+
+    def __repr__(self) -> str:
+        return f"Serializer({self.name!r}, content_type={self.content_type!r})"
 
 
-@dataclass(frozen=True, slots=True)
 class Compressor:
     """How one compression name compresses a body, the header value that names it, and how to undo it."""
 
+    __slots__ = ("compress", "content_type", "decompress", "name")
     name: str
     compress: Callable[[bytes], bytes]
     content_type: str
-    decompress: Callable[[bytes], bytes] | None = None
+    decompress: Callable[[bytes], bytes] | None
+
+    def __init__(
+        self,
+        name: str,
+        compress: Callable[[bytes], bytes],
+        content_type: str,
+        decompress: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        self.name = name
+        self.compress = compress
+        self.content_type = content_type
+        self.decompress = decompress
+
+    def __repr__(self) -> str:
+        return f"Compressor({self.name!r}, content_type={self.content_type!r})"
 
 
 _serializers: dict[str, Serializer] = {}
@@ -343,6 +375,8 @@ def loads_kombu(body: bytes) -> Any:
 
 
 def _pickle_dumps(payload: Any) -> bytes:
+    import pickle  # here: few publishers pickle, and the import is not free
+
     return pickle.dumps(payload, protocol=pickle.DEFAULT_PROTOCOL)
 
 
@@ -352,6 +386,8 @@ def _raw_placeholder(payload: Any) -> bytes:  # pragma: no cover - encode_body h
 
 def _pickle_loads(body: bytes) -> Any:
     # Only decode_body's callers (the in-memory broker) read these: bodies this process wrote.
+    import pickle
+
     return pickle.loads(body)
 
 

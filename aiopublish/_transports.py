@@ -27,10 +27,8 @@ import contextlib
 import importlib
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from ._amqp1 import amqp1_link
 from ._blame import ChannelInterrupted
 from ._channel import PublishChannel
 from ._connection import ConnectionParams
@@ -53,6 +51,16 @@ __all__ = [
 
 LinkFactory = Callable[[ConnectionParams, Iterable[Exchange | Queue], RetryPolicy, Metrics], LinkLike]
 
+
+def _amqp1_link(
+    params: ConnectionParams, declare: Iterable[Exchange | Queue], policy: RetryPolicy, metrics: Metrics
+) -> LinkLike:
+    # Imported here: only amqp1:// publishers need AMQP 1.0 (a tenth of `import aiopublish` otherwise).
+    from ._amqp1 import amqp1_link
+
+    return amqp1_link(params, declare, policy, metrics)
+
+
 _factories: dict[str, LinkFactory] = {
     "amqp": Link,
     "amqps": Link,
@@ -60,8 +68,8 @@ _factories: dict[str, LinkFactory] = {
     "pyamqp": Link,
     "librabbitmq": Link,
     # AMQP 1.0 (RabbitMQ 4.x), on the same port as 0-9-1; amqp1s:// is TLS.
-    "amqp1": amqp1_link,
-    "amqp1s": amqp1_link,
+    "amqp1": _amqp1_link,
+    "amqp1s": _amqp1_link,
 }
 # Schemes registered by a module when it is imported: the core names the module, never imports it.
 _PROVIDERS = {"memory": "aiopublish.testing"}
@@ -95,15 +103,21 @@ def link_for(
     return DeferredLink(_factory_for(scheme), params, tuple(declare), policy, metrics)
 
 
-@dataclass(eq=False)
 class LinkOverride:
     """One active `override_links` block."""
 
     factory: LinkFactory
-    on_forget: Callable[[LinkLike], None] | None = None
+    on_forget: Callable[[LinkLike], None] | None
     #: Links already connected to a broker (outside any override) when the block began: left alone.
-    bypassed: int = 0
-    _resolved: weakref.WeakSet[DeferredLink] = field(default_factory=weakref.WeakSet, repr=False)
+    bypassed: int
+
+    def __init__(
+        self, factory: LinkFactory, on_forget: Callable[[LinkLike], None] | None = None, bypassed: int = 0
+    ) -> None:
+        self.factory = factory
+        self.on_forget = on_forget
+        self.bypassed = bypassed
+        self._resolved: weakref.WeakSet[DeferredLink] = weakref.WeakSet()
 
 
 # Innermost last. Module-level rather than context-local on purpose: an override must reach

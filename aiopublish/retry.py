@@ -368,10 +368,15 @@ class retry_if_not_exception_type:
 # ---------------------------------------------------------------------------- testing switch
 
 
-@dataclass(frozen=True, slots=True)
 class _TestingMode:
+    # A plain class: a dataclass's generated methods would cost more at import than it is worth here.
+    __slots__ = ("attempts", "enabled")
     enabled: bool
     attempts: int | None
+
+    def __init__(self, *, enabled: bool, attempts: int | None) -> None:
+        self.enabled = enabled
+        self.attempts = attempts
 
 
 _testing = _TestingMode(enabled=False, attempts=None)
