@@ -48,22 +48,40 @@ _MIN_REBUILD = 1024
 _TICK = 1e-3
 
 
-class DeadlineHeap:
+class _OneTimer:
+    """The one loop timer of a deadline structure, armed for its earliest deadline."""
+
+    __slots__ = ("_timer", "_timer_at")
+
+    def __init__(self) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(when, self._expire, loop)
+        self._timer_at = when
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        raise NotImplementedError
+
+
+class DeadlineHeap(_OneTimer):
     """Fail each added future with `error()` once its deadline (loop time) passes, if it is still pending.
 
     `on_expired(n)` is called after an expiry pass that failed n > 0 futures. A deadline
     of math.inf never expires (an entry kept only so that the owner can count entries).
     """
 
-    __slots__ = ("_entries", "_error", "_on_expired", "_order", "_rebuild_at", "_timer", "_timer_at")
+    __slots__ = ("_entries", "_error", "_on_expired", "_order", "_rebuild_at")
 
     def __init__(self, error: Callable[[], BaseException], on_expired: Callable[[int], None] | None = None) -> None:
         self._entries: list[tuple[float, int, asyncio.Future[None]]] = []
         self._error = error
         self._on_expired = on_expired
+        super().__init__()
         self._order = itertools.count()  # ties between equal deadlines: never compare futures
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
         self._rebuild_at = _MIN_REBUILD
 
     def __len__(self) -> int:
@@ -96,12 +114,6 @@ class DeadlineHeap:
         self._timer_at = math.inf
         self._entries.clear()
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire, loop)
-        self._timer_at = when
-
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self._timer_at = math.inf
@@ -129,14 +141,14 @@ class _Bucket:
         self.futures = [future]
 
 
-class DeadlineBuckets:
+class DeadlineBuckets(_OneTimer):
     """DeadlineHeap's contract (see its docstring) with one heap entry per tick of deadlines, not per future.
 
     `on_expired(n)` is called after an expiry pass that failed n > 0 futures. Settled
     futures stay in their bucket until it expires or compact() drops them.
     """
 
-    __slots__ = ("_buckets", "_entries", "_error", "_on_expired", "_ticks", "_timer", "_timer_at")
+    __slots__ = ("_buckets", "_entries", "_error", "_on_expired", "_ticks")
 
     def __init__(self, error: Callable[[], BaseException], on_expired: Callable[[int], None] | None = None) -> None:
         self._buckets: dict[int, _Bucket] = {}
@@ -144,8 +156,7 @@ class DeadlineBuckets:
         self._entries = 0
         self._error = error
         self._on_expired = on_expired
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
+        super().__init__()
 
     def __len__(self) -> int:
         """Futures held, live or settled."""
@@ -182,12 +193,6 @@ class DeadlineBuckets:
         self._ticks = list(buckets)
         heapq.heapify(self._ticks)
         self._entries = entries
-
-    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = loop.call_at(when, self._expire, loop)
-        self._timer_at = when
 
     def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
