@@ -42,6 +42,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -72,6 +73,7 @@ QUIET_LOAD = 1.0
 # once that has decayed: up to this long after the last run. Other work keeps it up and the table is refused.
 SETTLE_S = 240.0
 DOCS = HERE.parent / "docs" / "guides" / "performance.md"
+DOCS_CHART = "latency.png"  # the chart's copy beside the page (mkdocs sees only docs/)
 TABLE_START = "<!-- latency.py table: start (written by benchmarks/latency.py --write-docs) -->"
 TABLE_END = "<!-- latency.py table: end -->"
 
@@ -556,8 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_docs:
         section = table
         if png_path is not None and summary:
-            image = os.path.relpath(png_path, args.docs.parent)
-            section += f"\n\n![latency from scheduled time to confirm, and achieved rate, per offered rate]({image})"
+            # The site is built from docs/ alone: the chart goes beside the page, which links it there.
+            image = args.docs.parent / DOCS_CHART
+            shutil.copyfile(png_path, image)
+            alt = "latency from scheduled time to confirm, and achieved rate, per offered rate"
+            section += f"\n\n![{alt}]({DOCS_CHART})"
         args.docs.write_text(replace_table(args.docs.read_text(), section))
         log(f"wrote the table into {args.docs}")
     return 1 if failed else 0
