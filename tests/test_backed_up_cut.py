@@ -109,9 +109,11 @@ async def test_publish_many_cut_while_backed_up(
 
 @pytest.mark.parametrize("retry", [True, False], ids=["retry", "no-retry"])
 async def test_concurrent_publishes_cut_while_backed_up(broker: Broker, tcp_proxy: TcpProxy, retry: bool) -> None:
-    """20,000 concurrent publish() x 1 KB: cut while backed up; no false confirm, no raw OSError."""
+    """20,000 concurrent publish() x 4 KB: cut while backed up; no false confirm, no raw OSError."""
     queue = await broker.queue()
-    body = os.urandom(512).hex()
+    # 4 KB each: 80 MB. With 1 KB (20 MB) the broker's own socket buffer (up to tcp_rmem's 32 MiB)
+    # sometimes took everything before the queue held a tenth, and the client never backed up.
+    body = os.urandom(2048).hex()
     count = 20_000
     async with Publisher(
         tcp_proxy.url(), retry=retry, retry_policy=FAST_RETRY, max_in_flight=count, timeout=120
