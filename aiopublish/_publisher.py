@@ -511,12 +511,16 @@ class Publisher(OptionAttributes, metaclass=PublisherType):
                     message = options.prepare(payload)
                     if span is not NO_SPAN:
                         span.set_message(message.message_id, len(message.body))
-                    _warn_if_unconfirmed_mandatory(options, stacklevel=3)
+                    if options.mandatory and not options.use_confirms:  # inline: no call on the hot path
+                        warnings.warn(_MANDATORY_WITHOUT_CONFIRMS, UserWarning, stacklevel=2)
                     spooled = await self._send(message, options, deadline, span)
                 finally:
                     slots.release()
             finally:
-                self._finished()
+                # _finished()'s work, inline: one call less per publish.
+                self._active -= 1
+                if self._drained is not None and not self._active:
+                    self._drained.set()
         except BaseException as exc:
             self._count_failure(exc)
             span.finish(exc)
