@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -192,3 +193,36 @@ def test_only_the_brokers_refusal_of_a_message_counts_an_attempt() -> None:
     )
     assert [got[n] for n in range(len(outcomes))] == [expected for _, _, expected in outcomes]
     assert verdicts.refused[3] == "NotFound: 404 NOT_FOUND - no exchange 'x'"
+
+
+async def test_wait_idle_is_not_answered_by_a_look_that_began_before_it(
+    tmp_path: Path, broker: Broker, amqp_url: str
+) -> None:
+    """Rows committed while the relay's claim was under way (its query had already found none): wait_idle()
+    returns only once they are relayed, not on that stale empty look (a race CI met under load)."""
+    queue = await broker.queue()
+    outbox = Outbox(f"sqlite:///{tmp_path}/outbox.db", routing_key=queue)
+    store = outbox._store
+    real_claim = store.claim
+    looked_empty, go_on = asyncio.Event(), asyncio.Event()
+
+    async def claim(limit: int) -> Any:
+        batch = await real_claim(limit)
+        if not looked_empty.is_set():  # the first look: hold its empty answer until the rows are in
+            assert batch.rows == []
+            looked_empty.set()
+            await go_on.wait()
+        return batch
+
+    store.claim = claim  # type: ignore[method-assign]
+    async with Publisher(amqp_url) as publisher, outbox.relay(publisher) as relay:
+        await looked_empty.wait()
+        ids = [await outbox.add({"n": n}) for n in range(5)]
+        waiting = asyncio.ensure_future(relay.wait_idle())
+        await asyncio.sleep(0)  # one turn of the loop (FIFO, no timing): wait_idle() has asked before the look ends
+        go_on.set()
+        async with asyncio.timeout(30):
+            await waiting
+        assert (await outbox.stats()).pending == 0
+    assert await message_ids(broker, queue) == dict.fromkeys(ids, 1)
+    await outbox.close()

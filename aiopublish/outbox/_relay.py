@@ -101,6 +101,9 @@ class Relay:
         self._metrics = RelayMetrics()
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
+        # Bumped by each wait_idle(): only a look that began after the latest one may report idle. A
+        # claim already under way when rows were committed can come back empty (its query ran first).
+        self._idle_asked = 0
         self._task: asyncio.Task[None] | None = None
         self._purged_at = -math.inf
         #: Whether the relay's last look found rows pending (False before its first look).
@@ -151,6 +154,7 @@ class Relay:
 
     async def wait_idle(self) -> None:
         """Until the relay has found the outbox empty (every committed row so far is published or failed)."""
+        self._idle_asked += 1
         self._idle.clear()
         self.outbox._store.wake()
         idle = asyncio.ensure_future(self._idle.wait())
@@ -177,6 +181,7 @@ class Relay:
                 if self.publisher.is_closed:
                     log.warning("outbox relay: its publisher is closed; the relay stops")
                     return
+                asked = self._idle_asked
                 try:
                     await self.outbox.setup()
                     published = await self._one_batch()
@@ -190,7 +195,8 @@ class Relay:
                     continue
                 if published is None:
                     await self._purge()
-                    self._idle.set()
+                    if asked == self._idle_asked:  # else a wait_idle() came during the look: look again
+                        self._idle.set()
                     await store.wait(self.poll_interval)
                 elif not published:
                     await self._pause(self.retry_wait)
