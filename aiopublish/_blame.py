@@ -26,6 +26,7 @@ import re
 
 from ._exceptions import AccessRefused, ChannelError, ChannelInterrupted, NotFound, PreconditionFailed
 from ._options import Prepared
+from ._value import ValueRecord
 
 __all__ = [
     "BYSTANDER_REPUBLISHES",
@@ -61,11 +62,11 @@ def default_exchange(name: str) -> str:
     return "" if name == "amq.default" else name
 
 
-class Facts:
+class Facts(ValueRecord):
     """What the broker's text says was refused; None fields are not mentioned. Read-only by convention."""
 
-    # Not a dataclass: its generated methods cost more at import than the rest of this module.
-    __slots__ = ("body_size", "exchange", "expiration", "user_id")
+    _fields = ("exchange", "user_id", "expiration", "body_size")
+    __slots__ = _fields
     exchange: str | None
     user_id: str | None
     expiration: str | None
@@ -83,17 +84,8 @@ class Facts:
         self.expiration = expiration
         self.body_size = body_size
 
-    def _values(self) -> tuple[str | None, str | None, str | None, int | None]:
-        return (self.exchange, self.user_id, self.expiration, self.body_size)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Facts) and self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
     def __repr__(self) -> str:
-        named = zip(("exchange", "user_id", "expiration", "body_size"), self._values(), strict=True)
+        named = zip(self._fields, self._values(), strict=True)
         return f"Facts({', '.join(f'{name}={value!r}' for name, value in named if value is not None)})"
 
     def could_cause(self, message: Prepared) -> bool:

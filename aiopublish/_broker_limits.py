@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._exceptions import UnsupportedByBroker
+from ._value import ValueRecord
 
 __all__ = ["AMQP_FRAME_MIN", "BrokerLimits"]
 
@@ -33,7 +34,7 @@ def _version_numbers(text: str) -> tuple[int, ...]:
     return tuple(numbers)
 
 
-class BrokerLimits:
+class BrokerLimits(ValueRecord):
     """What the broker's connection.start says about its limits: who it is, and its default body limit.
 
     The broker does not announce its max_message_size; its version tells the default. A broker
@@ -41,8 +42,8 @@ class BrokerLimits:
     Read-only by convention.
     """
 
-    # Not a dataclass: its generated methods cost more at import than this whole module.
-    __slots__ = ("product", "version", "version_text")
+    _fields = ("product", "version", "version_text")
+    __slots__ = _fields
     product: str
     version: tuple[int, ...]
     version_text: str
@@ -51,19 +52,6 @@ class BrokerLimits:
         self.product = product
         self.version = version
         self.version_text = version_text
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, BrokerLimits) and (self.product, self.version, self.version_text) == (
-            other.product,
-            other.version,
-            other.version_text,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.product, self.version, self.version_text))
-
-    def __repr__(self) -> str:
-        return f"BrokerLimits({self.product!r}, {self.version!r}, {self.version_text!r})"
 
     @classmethod
     def from_server_properties(cls, properties: Mapping[str, Any] | None) -> BrokerLimits:

@@ -35,6 +35,7 @@ from ._exceptions import (
 from ._frames import ConfirmFrames
 from ._tls import SslSetting, build_context, ssl_setting
 from ._urls import _MASK, mask_text, mask_url, node_urls
+from ._value import ValueRecord
 from .retry import RetryPolicy, Stop, stop_after_attempt, stop_never, wait_incrementing
 
 __all__ = [
@@ -141,14 +142,15 @@ def connect_retry_policy(transport_options: Mapping[str, Any]) -> RetryPolicy | 
     return RetryPolicy(stop=stop, wait=wait)
 
 
-class ConnectionParams:
+class ConnectionParams(ValueRecord):
     """Everything needed to open a connection; equal params share a pooled connection.
 
     `urls` holds one URL per broker node, tried in order (failover). Read-only by convention.
     """
 
-    # Not a dataclass: generating one's methods at import cost more than this class ever does.
-    __slots__ = ("connect_retry", "context", "login_method", "ssl", "transport_options", "urls")
+    # Compared by these; `context` (built from `ssl`) and `connect_retry` (from the transport options) are not.
+    _fields = ("urls", "ssl", "login_method", "transport_options")
+    __slots__ = (*_fields, "connect_retry", "context")
     urls: tuple[str, ...]
     ssl: SslSetting
     login_method: str | None
@@ -173,15 +175,6 @@ class ConnectionParams:
         self.context = context
         # kombu's connection-establishment retries from the transport options (None: one try per node).
         self.connect_retry = connect_retry
-
-    def _key(self) -> tuple[Any, ...]:
-        return (self.urls, self.ssl, self.login_method, self.transport_options)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ConnectionParams) and self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
 
     def __repr__(self) -> str:
         return f"ConnectionParams({self.masked_url!r}, login_method={self.login_method!r})"

@@ -19,6 +19,7 @@ import aiormq.exceptions as amqp_errors
 from aiormq.abc import AbstractChannel
 
 from ._exceptions import UnsupportedByBroker, deprecated_feature, deprecated_feature_message
+from ._value import ValueRecord
 
 __all__ = [
     "Declarable",
@@ -82,31 +83,13 @@ def _frozen_arguments(arguments: Mapping[str, Any] | None, what: str) -> tuple[t
     return tuple(sorted(arguments.items()))
 
 
-class _Entity:
-    """Immutable, compared and hashed by value, shown as a dataclass is (written out: see below).
+class _Entity(ValueRecord):
+    """Immutable, compared and hashed by value, shown as a dataclass is (ValueRecord: not a dataclass).
 
-    Not dataclasses: generating their methods at `import aiopublish` cost more than the rest
-    of this module (see tests/test_import_cost.py). `_fields` names the attributes in order.
+    `_fields` names the attributes in order.
     """
 
     __slots__ = ()
-    _fields: tuple[str, ...] = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self._fields)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, _Entity)
-        return self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
-        return f"{type(self).__qualname__}({shown})"
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
