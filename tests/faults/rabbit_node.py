@@ -290,7 +290,8 @@ class RabbitNode:
         the queue gone, so every message in it "lost"). Kill tests are about messages, so they call
         this after declaring and before killing; the messages are still killed unflushed.
         """
-        await self.ctl("eval", "mnesia:dump_log().", timeout=30)
+        # rabbitmqctl starts an Erlang VM of its own: at load 14 on two cores it took over 30 s.
+        await self.ctl("eval", "mnesia:dump_log().", timeout=120)
 
     async def kill(self) -> None:
         """SIGKILL this node's beam process (never anything else) and wait until it is gone."""
