@@ -103,3 +103,19 @@ async def test_a_link_still_attaching_to_a_good_queue_is_retried_not_refused() -
         assert isinstance(results[0].error, NotFound)
         assert peer.accepted == {results[1].message_id: 1}
         assert peer.sessions_ended == 1
+
+
+async def test_a_queue_named_as_the_missing_exchange_is_retried_not_refused() -> None:
+    """The missing exchange x and a good queue x attaching together: "no exchange 'x' in vhost '/'"
+    refuses the exchange's publish alone, the queue's is published again on a new session."""
+    async with (
+        StubPeer(initial_credit=100, missing=("/exchanges/x",)) as peer,
+        Publisher(peer.url, timeout=10, retry_policy=NO_WAIT) as publisher,
+    ):
+        refused = asyncio.ensure_future(publisher.publish(b"refused", exchange="x", routing_key="k"))
+        good = asyncio.ensure_future(publisher.publish(b"good", routing_key="x", message_id="good"))
+        with pytest.raises(NotFound, match=r"no exchange 'x'"):
+            await refused
+        assert (await good).status == "confirmed"
+        assert peer.accepted == {"good": 1}
+        assert peer.sessions_ended == 1
