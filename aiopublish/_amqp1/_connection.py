@@ -47,9 +47,13 @@ _REFUSALS = ("amqp:not-found", "amqp:unauthorized-access")
 
 
 def _entity_of(address: str) -> str:
-    """The queue or exchange a v2 address names (``/queues/q`` -> ``q``, ``/exchanges/x/key`` -> ``x``)."""
+    """The queue or exchange a v2 address names, as RabbitMQ's errors name it
+    (``/queues/q`` -> ``queue 'q'``, ``/exchanges/x/key`` -> ``exchange 'x'``)."""
     parts = address.split("/")
-    return unquote(parts[2]) if len(parts) > 2 else address
+    if len(parts) > 2 and parts[1] in ("queues", "exchanges"):
+        # The kind too: a queue named as the missing exchange is not the one refused.
+        return f"{parts[1][:-1]} '{unquote(parts[2])}'"
+    return f"'{address}'"
 
 
 class Delivery:
@@ -343,10 +347,11 @@ class Session:
         RabbitMQ 4.0 refuses an attach to a missing queue or exchange by ending the whole session
         (``amqp:not-found: no queue 'q' in vhost '/'``) where 4.1+ detaches the link alone. The
         refusal belongs to a link still waiting for its attach whose queue or exchange the
-        description names; every other delivery is lost with the session, as on any loss.
+        description names (its kind and name); every other delivery is lost with the session,
+        as on any loss.
         """
         for address, link in list(self.links.items()):
-            if link.attached or f"'{_entity_of(address)}'" not in description:
+            if link.attached or _entity_of(address) not in description:
                 continue
             del self.links[address]
             for delivery in link.waiting:

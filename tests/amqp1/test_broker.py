@@ -189,6 +189,19 @@ async def test_a_missing_queue_is_not_found(amqp1_url: str, node: Node) -> None:
         assert (await publisher.publish(b"y", routing_key=queue)).status == "confirmed"
 
 
+async def test_a_missing_exchange_named_as_a_queue_refuses_only_its_own_publish(amqp1_url: str, node: Node) -> None:
+    """A publish to a missing exchange and one to a queue of the same name, attaching together: the
+    first raises NotFound, the second arrives (4.0 ends the session for the first: the second goes again)."""
+    queue = await node.queue("twin")
+    async with Publisher(amqp1_url, timeout=10, serializer="raw") as publisher:
+        refused = asyncio.ensure_future(publisher.publish(b"x", exchange=queue, routing_key="k"))
+        good = asyncio.ensure_future(publisher.publish(b"y", routing_key=queue))
+        with pytest.raises(NotFound, match=f"amqp:not-found: no exchange '{queue}'"):
+            await refused
+        assert (await good).status == "confirmed"
+    assert [m.body for m in await node.take_all(queue)] == [b"y"]
+
+
 async def test_options_without_an_amqp1_meaning_are_refused(amqp1_url: str, node: Node) -> None:
     """type, app_id and nested headers are refused with a sentence; nothing reaches the queue."""
     queue = await node.queue("refused")
