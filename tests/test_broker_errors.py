@@ -9,6 +9,7 @@ import pytest
 
 from aiopublish import NotFound, PreconditionFailed, Publisher, PublishResult, UndeliverableMessage
 from tests.broker import Broker, until
+from tests.internals import channel_of, unconfirmed_channel_of
 
 
 async def test_mandatory_unroutable_raises_returned(amqp_url: str, broker: Broker) -> None:
@@ -74,13 +75,14 @@ async def test_missing_exchange_without_confirms_does_not_raise(amqp_url: str, b
     queue = await broker.queue()
     async with Publisher(amqp_url, use_confirms=False) as publisher:
         await publisher.publish("before", routing_key=queue)  # opens the channel without confirms
-        first = publisher._engine.unconfirmed.link.ready_channel()  # type: ignore[union-attr]  # what use_confirms=False publishes go on
-        assert first is not None and first is not publisher._link.ready_channel()
+        first = unconfirmed_channel_of(publisher)
+        assert first is not None and first is not channel_of(publisher)
         await publisher.publish("x", exchange=broker.name("missing"))
         assert (publisher.metrics.published, publisher.metrics.failed) == (2, 0)
         await until(lambda: first.is_closed, what="the broker closing the channel (404)")
         await publisher.publish("after", routing_key=queue)
-        assert publisher._engine.unconfirmed.link.ready_channel()  # type: ignore[union-attr] is not first
+        again = unconfirmed_channel_of(publisher)
+        assert again is not None and again is not first
     assert [m.body for m in await broker.get_all(queue)] == [b'"before"', b'"after"']
 
 
@@ -164,12 +166,12 @@ async def test_channel_is_replaced_after_nacks(amqp_url: str, broker: Broker, mo
     other = await broker.queue()
     async with Publisher(amqp_url) as publisher:
         await publisher.publish("fits", routing_key=queue)
-        first = publisher._link.ready_channel()
+        first = channel_of(publisher)
         with pytest.raises(UndeliverableMessage):
             await publisher.publish("overflows", routing_key=queue)
         await publisher.publish("fine", routing_key=other)
-        second = publisher._link.ready_channel()
-        assert first is not None and second is not None and second is not first
+        second = channel_of(publisher)
+        assert second is not first
         await asyncio.wait([first.closing], timeout=10)
         assert first.is_closed and not second.is_closed
     assert [m.body for m in await broker.get_all(other)] == [b'"fine"']

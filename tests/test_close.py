@@ -10,6 +10,7 @@ import pytest
 from aiopublish import ConnectionFailed, Publisher, PublisherClosed
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
+from tests.internals import connection_of, slots_of
 
 
 async def test_two_closes_drain_2000_publishes(amqp_url: str, broker: Broker) -> None:
@@ -19,9 +20,9 @@ async def test_two_closes_drain_2000_publishes(amqp_url: str, broker: Broker) ->
     await publisher.connect()
     publishes = [asyncio.create_task(publisher.publish(i)) for i in range(2000)]
     await asyncio.sleep(0)  # every publish task has begun: it holds a slot or waits in line for one
-    assert publisher._engine.slots.used == 1024 and len(publisher._engine.slots._waiters) == 976
-    connection = publisher._link.connection  # type: ignore[attr-defined]
-    assert connection is not None
+    slots = slots_of(publisher)
+    assert slots.used == 1024 and len(slots._waiters) == 976
+    connection = connection_of(publisher)
     seen_open: list[bool] = []
 
     async def close() -> None:

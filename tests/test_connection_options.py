@@ -7,6 +7,7 @@ from yarl import URL
 
 from aiopublish import AuthenticationError, ConnectionFailed, Publisher
 from tests.broker import Broker
+from tests.internals import connection_of
 
 
 @pytest.mark.parametrize("method", ["PLAIN", "AMQPLAIN", "plain"])
@@ -34,7 +35,7 @@ async def test_wrong_password_is_not_retried_and_masked(amqp_url: str) -> None:
         await publisher.publish("x", timeout=20)
     assert "wrong-s3cret" not in str(info.value)
     assert "wrong-s3cret" not in repr(info.value)
-    assert publisher._link.connections_opened == 0
+    assert publisher.state.connections_opened == 0
     await publisher.close()
 
 
@@ -42,8 +43,7 @@ async def test_transport_options_reach_the_connection(amqp_url: str) -> None:
     """heartbeat and connection_name from transport_options are what the connection negotiates and sends."""
     options = {"heartbeat": 7, "connection_name": "aiopublish-test", "client_properties": {"team": "x"}}
     async with Publisher(amqp_url, transport_options=options) as publisher:
-        connection = publisher._link.connection
-        assert connection is not None
+        connection = connection_of(publisher)
         assert connection.connection_tune.heartbeat == 7
         sent = connection._client_properties()
         assert sent["connection_name"] == "aiopublish-test"

@@ -12,6 +12,7 @@ import pytest
 
 from aiopublish import Publisher
 from tests.broker import test_url as broker_url
+from tests.internals import connection_of
 
 # One publisher for this whole module, created at import time (outside any event loop); every
 # async test below runs in its own event loop (pytest-asyncio's function scope).
@@ -120,10 +121,10 @@ async def test_two_running_loops_at_once_is_a_clear_error(amqp_url: str) -> None
         assert await asyncio.to_thread(connected.wait, 10)
         with pytest.raises(RuntimeError, match="in use by another event loop that is still running"):
             await publisher.publish("from the wrong loop")
-        connection = publisher._link.connection  # type: ignore[attr-defined]
+        connection = connection_of(publisher)
         await publisher.close()  # runs the close in the publisher's own loop
         assert publisher.is_closed
-        assert connection is not None and connection.is_closed
+        assert connection.is_closed
     finally:
         release.set()
         await asyncio.to_thread(thread.join, 10)

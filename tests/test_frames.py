@@ -14,6 +14,7 @@ from pamqp import commands
 from aiopublish import Publisher, PublishTimeout
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
+from tests.internals import channel_of
 
 
 async def _returns_over_four_queues(url: str, broker: Broker, rounds: int, n: int = 2_000) -> None:
@@ -97,8 +98,7 @@ async def test_the_channel_declines_while_frames_wait_in_its_queue(amqp_url: str
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue) as publisher:
         await publisher.publish("open the channel")
-        channel = publisher._link.ready_channel()
-        assert channel is not None
+        channel = channel_of(publisher)
         future = channel.send(publisher._defaults.prepare("held"), track=True)
         assert future is not None
         tag = channel.last_delivery_tag
@@ -119,8 +119,7 @@ async def test_a_multiple_ack_settles_up_to_its_tag_and_a_stale_one_nothing(amqp
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue) as publisher:
         await publisher.publish("open the channel")
-        channel = publisher._link.ready_channel()
-        assert channel is not None
+        channel = channel_of(publisher)
         futures = [channel.send(publisher._defaults.prepare(i), track=True) for i in range(5)]
         tags = [channel.last_delivery_tag - 4 + i for i in range(5)]
         assert channel.confirm_now(tags[2], True, True)  # as if the broker had acked the first three at once

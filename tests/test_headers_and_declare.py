@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiopublish import Binding, Exchange, Publisher, Queue
 from tests.broker import Broker
+from tests.internals import declared_on_channel
 
 
 async def test_header_merging_and_no_leak(amqp_url: str, broker: Broker) -> None:
@@ -44,7 +45,7 @@ async def test_declare_order_constructor_then_call(amqp_url: str, broker: Broker
         await publisher.publish("hello", declare=[q2, q3])
         # The per-call list does not stick: declaring it is not repeated, and q1's declaration stands.
         await publisher.publish("again")
-        declared = list(publisher._link._declared)
+        declared = declared_on_channel(publisher)
     for queue in (q1, q2, q3):
         assert next(m.body for m in await broker.get_all(queue.name)) == b'"hello"'
     assert declared.index(q1) < declared.index(q2) < declared.index(q3)

@@ -13,6 +13,7 @@ from aiopublish import Publisher, PublishTimeout
 from aiopublish._limit import _SLACK
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
+from tests.internals import slots_of
 from tests.unit.test_limit import HOUR, gather_timed
 
 
@@ -23,7 +24,7 @@ async def test_steady_publishing_past_the_limit_for_60s_keeps_the_heap_at_what_w
     """60 s of 2,000 publishers against max_in_flight=64 with timeout=3600: the heap stays near what waits."""
     queue = await broker.queue(**{"x-max-length": 10_000})  # the broker keeps the newest 10,000 only
     publisher = Publisher(amqp_url, max_in_flight=64, timeout=HOUR, routing_key=queue)
-    slots = publisher._engine.slots
+    slots = slots_of(publisher)
     stop = asyncio.Event()
     done = 0
     samples: list[tuple[int, int, int]] = []

@@ -10,6 +10,7 @@ import pytest
 from aiopublish import Publisher, PublishTimeout
 from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
+from tests.internals import connection_of, liveness_probe
 
 MEGABYTE = b"x" * (1024 * 1024)
 
@@ -18,7 +19,7 @@ async def test_one_hasty_publish_among_big_ones_costs_no_reconnect(amqp_url: str
     """50 x 1 MB publishes plus one with timeout=0.005, three rounds: the hasty one times out, 0 reconnects."""
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue, serializer="raw", timeout=30) as publisher:
-        connection = publisher._link.connection  # type: ignore[attr-defined]
+        opened = publisher.state.connections_opened
         hasty_timeouts = 0
         for _ in range(3):
             big = [asyncio.create_task(publisher.publish(MEGABYTE)) for _ in range(50)]
@@ -28,11 +29,11 @@ async def test_one_hasty_publish_among_big_ones_costs_no_reconnect(amqp_url: str
             except PublishTimeout:
                 hasty_timeouts += 1
             await asyncio.gather(*big)
-            liveness = publisher._link.current._liveness_task  # type: ignore[attr-defined]
+            liveness = liveness_probe(publisher)
             if liveness is not None:
                 await liveness  # the probe the timeout started has answered
         metrics = publisher.metrics
-        assert publisher._link.connection is connection  # type: ignore[attr-defined]
+        assert publisher.state.connections_opened == opened  # still the same connection
     assert hasty_timeouts == 3
     assert metrics.reconnects == 0 and metrics.retried == 0
     # The hasty ones were written before they timed out: the broker may or may not have them.
@@ -43,14 +44,14 @@ async def test_tiny_timeout_on_an_idle_channel_keeps_the_connection(amqp_url: st
     """timeout=1e-9 on an idle connection times out; the liveness probe answers and the connection stays."""
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue) as publisher:
-        connection = publisher._link.connection  # type: ignore[attr-defined]
+        opened = publisher.state.connections_opened
         with pytest.raises(PublishTimeout):
             await publisher.publish("too hasty", timeout=1e-9)
-        probe = publisher._link.current._liveness_task  # type: ignore[attr-defined]
+        probe = liveness_probe(publisher)
         assert probe is not None
         await probe
         await publisher.publish("next")
-        assert publisher._link.connection is connection  # type: ignore[attr-defined]
+        assert publisher.state.connections_opened == opened  # still the same connection
         assert publisher.metrics.reconnects == 0
 
 
@@ -59,7 +60,8 @@ async def test_silent_network_is_dropped_by_the_probe_and_reconnected(broker: Br
     queue = await broker.queue()
     async with Publisher(tcp_proxy.url(), routing_key=queue) as publisher:
         await publisher.publish("before")
-        first = publisher._link.connection  # type: ignore[attr-defined]
+        opened = publisher.state.connections_opened
+        first = connection_of(publisher)
         tcp_proxy.go_silent(True)
         started = time.monotonic()
         with pytest.raises(PublishTimeout):
@@ -68,6 +70,6 @@ async def test_silent_network_is_dropped_by_the_probe_and_reconnected(broker: Br
         tcp_proxy.go_silent(False)  # new connections work again; the frozen one stays frozen
         await until(lambda: first.is_closed, within=8)
         await publisher.publish("after", timeout=10)
-        assert publisher._link.connection is not first  # type: ignore[attr-defined]
+        assert publisher.state.connections_opened > opened  # on a new connection
     bodies = [m.body for m in await broker.get_all(queue)]
     assert bodies[0] == b'"before"' and bodies[-1] == b'"after"'

@@ -567,12 +567,12 @@ def test_patched_broker_catches_a_module_level_publisher(pytester: pytest.Pytest
             patched_broker.assert_published_once(queue="orders", payload={"order": 1})
 
         async def test_second_gets_a_fresh_link(patched_broker):
-            assert app.publisher._link.resolved is None
+            assert app.publisher.state.node is None  # the override's link was forgotten
             await app.place_order(2)
             patched_broker.assert_published_once(queue="orders", payload={"order": 2})
 
         def test_forgotten_after_the_fixture():
-            assert app.publisher._link.resolved is None
+            assert app.publisher.state.node is None  # the override's link was forgotten
         """,
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "error", "--timeout", "60")

@@ -146,7 +146,7 @@ async def test_unknown_keyword_is_a_type_error_before_sending() -> None:
     publisher = Publisher("amqp://guest:guest@127.0.0.1:1/")
     with pytest.raises(TypeError, match="'routng_key'"):
         await publisher.publish("x", routng_key="q")
-    assert publisher._link.connections_opened == 0
+    assert publisher.state.connections_opened == 0
     with pytest.raises(TypeError, match="'colour'"):
         Publisher(URL, colour="blue")
     with pytest.raises(TypeError, match="'declare_later'"):

@@ -13,6 +13,7 @@ from aiopublish import Publisher
 from aiopublish.outbox import Outbox
 from tests.broker import Broker
 from tests.faults.proxy import TcpProxy
+from tests.internals import spool_relay
 from tests.test_outbox_support import message_ids
 
 
@@ -119,19 +120,18 @@ async def test_spool_takes_publishes_while_the_broker_is_unreachable(
     queue = await broker.queue()
     tcp_proxy.refuse(True)
     loop = asyncio.get_running_loop()
-    publisher = Publisher(
-        tcp_proxy.url(), spool=Outbox(f"sqlite:///{tmp_path}/spool.db"), routing_key=queue, timeout=1.5
-    )
+    spool = Outbox(f"sqlite:///{tmp_path}/spool.db")
+    publisher = Publisher(tcp_proxy.url(), spool=spool, routing_key=queue, timeout=1.5)
     try:
         started = loop.time()
         results = await asyncio.gather(*(publisher.publish({"n": n}) for n in range(500)))
         elapsed = loop.time() - started
         assert {result.status for result in results} == {"spooled"}
         assert elapsed < 1.5
-        assert publisher._spool is not None and publisher._spool.relay is not None
-        assert (await publisher._spool.outbox.stats()).pending == 500
+        relay = spool_relay(publisher)
+        assert (await spool.stats()).pending == 500
         tcp_proxy.refuse(False)
-        await publisher._spool.relay.wait_idle()
+        await relay.wait_idle()
         after = await publisher.publish("after")
         assert after.status == "confirmed"
     finally:
@@ -146,11 +146,11 @@ async def test_a_broker_refusal_is_raised_not_spooled(tmp_path: Path, broker: Br
     """A publish to a missing exchange raises NotFound with a spool too: only an unreachable broker spools."""
     from aiopublish import NotFound
 
-    async with Publisher(amqp_url, spool=Outbox(f"sqlite:///{tmp_path}/spool.db")) as publisher:
+    spool = Outbox(f"sqlite:///{tmp_path}/spool.db")
+    async with Publisher(amqp_url, spool=spool) as publisher:
         with pytest.raises(NotFound, match="no exchange"):
             await publisher.publish("x", exchange=broker.name("missing"))
-        assert publisher._spool is not None
-        assert (await publisher._spool.outbox.stats()).pending == 0
+        assert (await spool.stats()).pending == 0
 
 
 def test_only_the_brokers_refusal_of_a_message_counts_an_attempt() -> None:

@@ -19,6 +19,7 @@ from tests.broker import Broker, until
 from tests.faults.proxy import TcpProxy
 from tests.faults.rabbit_node import RabbitNode
 from tests.faults.scenario import Report, count_queue, every, publish_continuously
+from tests.internals import connection_of
 
 # Quick reconnects for tests: up to 20 s of retrying, waits from 50 ms growing to 500 ms.
 FAST_RETRY = RetryPolicy(stop=stop_after_delay(20), wait=wait_exponential(multiplier=0.05, max=0.5))
@@ -135,12 +136,12 @@ async def test_redeclare_on_reconnect(broker: Broker, tcp_proxy: TcpProxy) -> No
         channel = await broker.channel()
         await channel.queue_delete(queue_name)
         assert not await broker.exists(queue_name)
-        first = publisher._link.connection
-        assert first is not None
+        opened = publisher.state.connections_opened
+        first = connection_of(publisher)
         tcp_proxy.drop_all()
         await asyncio.wait([first.closing])
         await publisher.publish("two", mandatory=True)  # would be returned if the binding were missing
-        assert publisher._link.connection is not first
+        assert publisher.state.connections_opened > opened  # on a new connection
     assert [m.body for m in await broker.get_all(queue_name)] == [b'"two"']
 
 
@@ -160,14 +161,13 @@ async def test_cancelled_close_still_releases_the_socket(broker: Broker, tcp_pro
     queue = await broker.queue()
     publisher = Publisher(tcp_proxy.url(), routing_key=queue)
     await publisher.publish("warm up")
-    connection = publisher._link.connection
-    assert connection is not None
+    connection = connection_of(publisher)
     tcp_proxy.go_silent(True)
     stuck = asyncio.create_task(publisher.publish("stuck", timeout=30))
     await until(lambda: publisher.in_flight == 1)
     closing = asyncio.create_task(publisher.close())
-    # close() waits for the unconfirmed publish to finish (its drain has begun once this is set)
-    await until(lambda: publisher._drained is not None)
+    # close() waits for the unconfirmed publish to finish (it began that wait as it became "closing")
+    await until(lambda: publisher.state.lifecycle == "closing")
     closing.cancel()
     with pytest.raises(asyncio.CancelledError):
         await closing
@@ -186,8 +186,7 @@ async def test_logs_say_what_happened_without_the_password(
     caplog.set_level(logging.INFO, logger="aiopublish")
     async with Publisher(secret_url, routing_key=queue, retry_policy=FAST_RETRY) as publisher:
         await publisher.publish("1")
-        first = publisher._link.connection
-        assert first is not None
+        first = connection_of(publisher)
         tcp_proxy.drop_all()
         await asyncio.wait([first.closing])
         await publisher.publish("2")

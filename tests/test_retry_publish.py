@@ -11,6 +11,7 @@ import pytest_asyncio
 from aiopublish import ConnectionFailed, Publisher, RetryPolicy
 from aiopublish.retry import set_testing, stop_after_attempt, wait_fixed
 from tests.broker import Broker
+from tests.internals import connection_of
 
 
 class SlammingServer:
@@ -101,13 +102,13 @@ async def test_stale_connection_reconnects_transparently(broker: Broker, tcp_pro
     queue = await broker.queue()
     async with Publisher(tcp_proxy.url(), routing_key=queue) as publisher:  # type: ignore[attr-defined]
         await publisher.publish("before")
-        connection = publisher._link.connection
-        assert connection is not None
+        opened = publisher.state.connections_opened
+        connection = connection_of(publisher)
         tcp_proxy.drop_all()  # type: ignore[attr-defined]
         await asyncio.wait([connection.closing])
         await publisher.publish("after, retry on")
-        second = publisher._link.connection
-        assert second is not None and second is not connection
+        assert publisher.state.connections_opened > opened  # on a new connection
+        second = connection_of(publisher)
         tcp_proxy.drop_all()  # type: ignore[attr-defined]
         await asyncio.wait([second.closing])
         await publisher.publish("after, retry off", retry=False)

@@ -22,6 +22,7 @@ import aiormq
 import pytest
 
 from aiopublish import AuthenticationError, ConnectionFailed, Publisher, Queue, TLSError
+from tests.internals import connection_of
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it first would skip its assertion rewriting
     from tests.faults.fixtures_tls_cluster import TlsRabbit
@@ -60,9 +61,7 @@ async def payloads(url: str, queue: str) -> list[Any]:
 
 async def broker_view(rabbit: TlsRabbit, publisher: Publisher) -> dict[str, Any]:
     """How the broker sees the publisher's connection (user, auth_mechanism, ssl, ...), found by client port."""
-    connection = publisher._link.connection  # type: ignore[attr-defined]
-    assert connection is not None
-    client_port = connection.stream_writer.get_extra_info("sockname")[1]
+    client_port = connection_of(publisher).stream_writer.get_extra_info("sockname")[1]
     out = await rabbit.node.ctl(
         "-q", "list_connections", "peer_port", "user", "auth_mechanism", "ssl", "ssl_protocol",
         "peer_cert_subject", "--formatter", "json",
@@ -74,9 +73,7 @@ async def broker_view(rabbit: TlsRabbit, publisher: Publisher) -> dict[str, Any]
 
 
 def ssl_object(publisher: Publisher) -> ssl.SSLObject:
-    connection = publisher._link.connection  # type: ignore[attr-defined]
-    assert connection is not None
-    obj = connection.stream_writer.get_extra_info("ssl_object")
+    obj = connection_of(publisher).stream_writer.get_extra_info("ssl_object")
     assert obj is not None, "the connection is not TLS"
     return obj  # type: ignore[no-any-return]
 
@@ -257,11 +254,12 @@ async def test_password_never_in_logs_or_errors(tls_rabbit: TlsRabbit, caplog: p
             await publisher.publish(login_method)
             assert (await broker_view(tls_rabbit, publisher))["user"] == tls_rabbit.user
             if login_method == "PLAIN":
-                first = publisher._link.connection  # type: ignore[attr-defined]
+                opened = publisher.state.connections_opened
+                first = connection_of(publisher)
                 await tls_rabbit.node.ctl("close_all_connections", "forced by the test")
                 await asyncio.wait([first.closing])
                 await publisher.publish("after the forced close")
-                assert publisher._link.connection is not first  # type: ignore[attr-defined]
+                assert publisher.state.connections_opened > opened  # on a new connection
             record(publisher)
 
     failures: list[tuple[str, dict[str, Any]]] = [

@@ -18,6 +18,7 @@ from yarl import URL
 
 from aiopublish import Publisher, Queue
 from tests.broker import Broker
+from tests.internals import channel_of
 from tests.unit.test_wire import EAST, STAMP
 
 
@@ -31,7 +32,7 @@ async def test_header_over_frame_max_raises_and_costs_nothing(broker: Broker, am
     """Properties of exactly the broker's limit go through; one byte more is a ValueError: no reconnect, next works."""
     queue = await broker.queue()
     async with Publisher(amqp_url, routing_key=queue, serializer="raw", retry=False) as publisher:
-        frame_max = publisher._link.ready_channel()._frame_max  # type: ignore[union-attr]
+        frame_max = channel_of(publisher)._frame_max
         limit = frame_max - 20
         await publisher.publish(b"fits", headers=padded_headers(publisher, limit))
         with pytest.raises(ValueError, match=rf"encode to {limit + 1} bytes; the broker's frame_max \({frame_max}\)"):

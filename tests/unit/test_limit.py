@@ -17,6 +17,7 @@ import pytest
 
 from aiopublish import Publisher, PublishTimeout
 from aiopublish._limit import _SLACK, InFlightLimit
+from tests.internals import slots_of
 
 HOUR = 3600.0
 
@@ -225,16 +226,17 @@ async def test_40000_publishes_timing_out_for_a_slot_all_raise_publish_timeout()
     publisher = Publisher("memory://", max_in_flight=1, timeout=1.0)
     try:
         await publisher.publish({"warm": "up"})  # connected; then take the only slot, as a stuck publish would
-        assert publisher._engine.slots.try_acquire()
+        slots = slots_of(publisher)
+        assert slots.try_acquire()
         tasks = [asyncio.create_task(publisher.publish({"id": i})) for i in range(40_000)]
         await asyncio.sleep(0)
-        assert publisher._engine.slots.waiting == 40_000
+        assert slots.waiting == 40_000
         results, stall, baseline = await gather_timed(tasks)
         print(f"\nlongest loop turn: {stall * 1e3:.1f} ms with 40,000 PublishTimeouts, {baseline * 1e3:.1f} ms idle")
         assert all(isinstance(r, PublishTimeout) for r in results), {type(r).__name__ for r in results}
         assert "in-flight slot" in str(results[-1])
-        assert_compact(publisher._engine.slots)
-        publisher._engine.slots.release()
+        assert_compact(slots)
+        slots.release()
     finally:
         await publisher.close()
 
