@@ -56,6 +56,14 @@ def _entity_of(address: str) -> str:
     return f"'{address}'"
 
 
+def _exchange_of(address: str) -> str:
+    """The exchange a transfer to a v2 address goes through (``/queues/q``: the default exchange)."""
+    parts = address.split("/")
+    if len(parts) > 2 and parts[1] == "exchanges":
+        return unquote(parts[2])
+    return "amq.default"
+
+
 class Delivery:
     """One message on its way: queued on its link, then unsettled until its disposition is read."""
 
@@ -345,13 +353,18 @@ class Session:
         """The broker ended the session for an attach it refused: that link's deliveries get the error.
 
         RabbitMQ 4.0 refuses an attach to a missing queue or exchange by ending the whole session
-        (``amqp:not-found: no queue 'q' in vhost '/'``) where 4.1+ detaches the link alone. The
-        refusal belongs to a link still waiting for its attach whose queue or exchange the
-        description names (its kind and name); every other delivery is lost with the session,
-        as on any loss.
+        (``amqp:not-found: no queue 'q' in vhost '/'``) where 4.1+ detaches the link alone; 4.0
+        and 4.3 alike end it for an attach to a /queues/ address the user may not write
+        (``amqp:unauthorized-access: write access to exchange 'amq.default' ...``). The refusal
+        belongs to a link still waiting for its attach whose queue or exchange the description
+        names (its kind and name); every other delivery is lost with the session, as on any loss.
         """
         for address, link in list(self.links.items()):
-            if link.attached or _entity_of(address) not in description:
+            if link.attached:
+                continue
+            # A /queues/ address also goes through the default exchange, which a write refusal
+            # names (4.0 and 4.3 end the session for it: "write access to exchange 'amq.default'").
+            if _entity_of(address) not in description and f"exchange '{_exchange_of(address)}'" not in description:
                 continue
             del self.links[address]
             for delivery in link.waiting:

@@ -18,6 +18,7 @@ import pytest
 from yarl import URL
 
 from aiopublish import (
+    AccessRefused,
     AuthenticationError,
     Exchange,
     NotFound,
@@ -28,6 +29,7 @@ from aiopublish import (
     UndeliverableMessage,
     VhostNotFound,
 )
+from tests.admin import broker_admin
 from tests.broker import until
 from tests.faults.proxy import TcpProxy
 
@@ -200,6 +202,28 @@ async def test_a_missing_exchange_named_as_a_queue_refuses_only_its_own_publish(
             await refused
         assert (await good).status == "confirmed"
     assert [m.body for m in await node.take_all(queue)] == [b"y"]
+
+
+async def test_a_queue_the_user_may_not_write_is_access_refused(amqp1_url: str, node: Node) -> None:
+    """Without write permission a publish to a /queues/ address raises AccessRefused, as over 0-9-1.
+    RabbitMQ checks it at the transfer and ends the whole session: before, that read as a lost
+    connection (ChannelInterrupted, retried until the timeout). Five at once: each refused, none sent."""
+    queue = await node.queue("nowrite")
+    user = f"{node.prefix}-nowrite"
+    admin = broker_admin(str(URL(amqp1_url).with_scheme("amqp")))
+    await asyncio.to_thread(admin.add_user, user, "pw")
+    try:
+        await asyncio.to_thread(admin.set_permissions, "/", user, ".*", "", ".*")  # configure, write, read
+        url = str(URL(amqp1_url).with_user(user).with_password("pw"))
+        async with Publisher(url, timeout=30, serializer="raw", routing_key=queue) as publisher:
+            with pytest.raises(AccessRefused, match=r"write access to exchange 'amq\.default'"):
+                await publisher.publish(b"alone")
+            assert publisher.metrics.retried == 0  # refused, not retried
+            outcomes = await asyncio.gather(*(publisher.publish(b"%d" % n) for n in range(5)), return_exceptions=True)
+            assert [type(outcome) for outcome in outcomes] == [AccessRefused] * 5, outcomes
+    finally:
+        await asyncio.to_thread(admin.delete_user, user)
+    assert await node.count(queue) == 0
 
 
 async def test_options_without_an_amqp1_meaning_are_refused(amqp1_url: str, node: Node) -> None:
