@@ -46,22 +46,17 @@ _READ_SIZE = 256 * 1024
 _REFUSALS = ("amqp:not-found", "amqp:unauthorized-access")
 
 
-def _entity_of(address: str) -> str:
-    """The queue or exchange a v2 address names, as RabbitMQ's errors name it
-    (``/queues/q`` -> ``queue 'q'``, ``/exchanges/x/key`` -> ``exchange 'x'``)."""
+def _refusal_names(address: str) -> tuple[str, ...]:
+    """How RabbitMQ's refusals name what a v2 address goes to: its kind and name, and for a queue the
+    default exchange it goes through (``/queues/q`` -> ``queue 'q'``, ``exchange 'amq.default'``;
+    ``/exchanges/x/key`` -> ``exchange 'x'``). The kind too: a queue named as a missing exchange
+    is not the one refused."""
     parts = address.split("/")
-    if len(parts) > 2 and parts[1] in ("queues", "exchanges"):
-        # The kind too: a queue named as the missing exchange is not the one refused.
-        return f"{parts[1][:-1]} '{unquote(parts[2])}'"
-    return f"'{address}'"
-
-
-def _exchange_of(address: str) -> str:
-    """The exchange a transfer to a v2 address goes through (``/queues/q``: the default exchange)."""
-    parts = address.split("/")
+    if len(parts) > 2 and parts[1] == "queues":
+        return (f"queue '{unquote(parts[2])}'", "exchange 'amq.default'")
     if len(parts) > 2 and parts[1] == "exchanges":
-        return unquote(parts[2])
-    return "amq.default"
+        return (f"exchange '{unquote(parts[2])}'",)
+    return (f"'{address}'",)
 
 
 class Delivery:
@@ -360,11 +355,9 @@ class Session:
         names (its kind and name); every other delivery is lost with the session, as on any loss.
         """
         for address, link in list(self.links.items()):
-            if link.attached:
-                continue
-            # A /queues/ address also goes through the default exchange, which a write refusal
-            # names (4.0 and 4.3 end the session for it: "write access to exchange 'amq.default'").
-            if _entity_of(address) not in description and f"exchange '{_exchange_of(address)}'" not in description:
+            # A /queues/ address is also refused by name of the default exchange, which a write
+            # refusal names (4.0 and 4.3 end the session for it: "write access to exchange 'amq.default'").
+            if link.attached or not any(name in description for name in _refusal_names(address)):
                 continue
             del self.links[address]
             for delivery in link.waiting:
